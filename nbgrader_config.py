@@ -1,0 +1,40 @@
+"""nbgrader configuration of the course (nbgrader 0.9).
+
+The course directory is the repository: ``solutions/`` is nbgrader's source
+(reference solutions and hidden tests) and ``exercises/`` its release copy (what
+students get). Submissions, autograded copies, feedback and the gradebook live
+beside them and are ignored by git. Any option can be overridden on the command
+line, e.g. ``--CourseDirectory.root=/srv/grading``.
+"""
+
+import os
+
+c = get_config()  # noqa: F821 (provided by traitlets when nbgrader loads this file)
+
+c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
+c.CourseDirectory.course_id = "dlvr"
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "exercises"
+
+# The mutant catalogue and caches stay with the instructor: never copied into a release.
+c.CourseDirectory.ignore = [
+    ".ipynb_checkpoints",
+    "*.pyc",
+    "__pycache__",
+    "feedback",
+    "mutants.toml",
+]
+
+# Autograding runs each cell with a time limit; training cells in assignments are
+# written to finish well inside it on a 2-core CPU.
+c.Execute.timeout = 180
+c.Execute.interrupt_on_timeout = True
+
+# nbgrader gives a test cell 0 points when it wrote anything to stderr. A correct
+# answer whose code emits a Python warning ("file.py:12: UserWarning: ...") must
+# keep its points, so stderr output that is a warning is removed before grading.
+c.IgnorePattern.enabled = True
+c.IgnorePattern.pattern = r"(?m)^.*:\d+: [A-Za-z_][\w.]*Warning: "
+
+# Students may not change the kernel: the release notebook's kernelspec is restored.
+c.ClearSolutions.enforce_metadata = True
