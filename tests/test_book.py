@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import jupytext
+import nbformat
 import pytest
 import yaml
+from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +60,7 @@ def test_math_is_served_from_the_site(built):
     for html in built.rglob("*.html"):
         text = html.read_text()
         assert "cdn.jsdelivr.net/npm/mathjax" not in text, f"{html.name} loads MathJax from a CDN"
-        if "MathJax" in text or "math notranslate" in text:
+        if 'class="math notranslate' in text:  # the page renders math
             assert "_static/mathjax/es5/tex-chtml.js" in text, f"{html.name} has math but no local MathJax"
 
 
@@ -83,3 +87,45 @@ def test_a_cell_that_fails_fails_the_build(tmp_path):
     proc = build(book, tmp_path / "out")
     assert proc.returncode != 0, "a page whose cell raises was built without an error"
     assert "ZeroDivisionError" in proc.stdout + proc.stderr
+
+
+# Timings and memory addresses differ from run to run; every other printed number must not.
+_VOLATILE = re.compile(
+    r"\d+(?:\.\d+)?(?:e[-+]?\d+)?\s*(?:s|ms|sec|seconds|min|it/s|img/s|images/s)\b|0x[0-9a-f]{6,}",
+    re.IGNORECASE,
+)
+
+
+def _printed(nb) -> list[str]:
+    """What each code cell printed (stdout and text results), with timings masked."""
+    out = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        text = ""
+        for o in cell.get("outputs", []):
+            if o.output_type == "stream" and o.name == "stdout":
+                text += o.text
+            elif o.output_type in ("execute_result", "display_data") and "text/plain" in o.get("data", {}):
+                if not any(k.startswith("image/") or k == "text/html" for k in o.data):
+                    text += o.data["text/plain"]
+        out.append(_VOLATILE.sub("<t>", text))
+    return out
+
+
+def test_a_second_execution_prints_the_same_numbers(built):
+    """Every page, executed again from scratch, prints what the build printed (seeded)."""
+    executed = built.parent / "jupyter_execute"
+    checked = 0
+    for page in toc_pages():
+        source = REPO / f"{page}.md"
+        first_path = executed / f"{page}.ipynb"
+        if not first_path.exists():  # a page with no code
+            continue
+        second = jupytext.read(source)
+        NotebookClient(second, timeout=600, resources={"metadata": {"path": str(source.parent)}}).execute()
+        first = nbformat.read(first_path, as_version=4)
+        for i, (a, b) in enumerate(zip(_printed(first), _printed(second), strict=True)):
+            assert a == b, f"{page}: code cell {i} printed different output on a second run:\n{a}\n---\n{b}"
+        checked += 1
+    assert checked > 0 or not any((REPO / f"{p}.md").read_text().count("{code-cell}") for p in toc_pages())
