@@ -15,9 +15,6 @@ import yaml
 from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parents[1]
-
-# One pytest-xdist worker builds the book once for all these tests.
-pytestmark = pytest.mark.xdist_group("book")
 JUPYTER_BOOK = [str(Path(sys.executable).parent / "jupyter-book")]  # the command the README uses
 
 
