@@ -61,6 +61,13 @@ def test_math_is_served_from_the_site(built):
             assert "_static/mathjax/es5/tex-chtml.js" in text, f"{html.name} has math but no local MathJax"
 
 
+def test_no_page_loads_scripts_or_styles_from_the_network(built):
+    remote = re.compile(r"""<(?:script|link)[^>]+(?:src|href)=["'](?:https?:)?//[^"']+""")
+    for html in built.rglob("*.html"):
+        found = remote.findall(html.read_text())
+        assert not found, f"{html.relative_to(built)} loads from the network: {found[:3]}"
+
+
 def test_bibliography_lists_the_references(built):
     text = (built / "book" / "references.html").read_text()
     bib = (REPO / "book" / "references.bib").read_text()
