@@ -29,6 +29,8 @@ c.CourseDirectory.ignore = [
 # written to finish well inside it on a 2-core CPU.
 c.Execute.timeout = 180
 c.Execute.interrupt_on_timeout = True
+# A kernel that starts slowly on a busy machine is not the student's fault.
+c.Execute.startup_timeout = 120
 
 # nbgrader gives a test cell 0 points when it wrote anything to stderr. A correct
 # answer whose code emits a Python warning ("file.py:12: UserWarning: ...") must
