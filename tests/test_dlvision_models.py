@@ -1,0 +1,232 @@
+"""dlvision.models: exact parameter counts (derived by hand), shapes, LeNet-5's 1998 layers,
+pretrained weights offline, and the book's source model."""
+
+import random
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import dlvision as dv
+from dlvision.models import (
+    C3_TABLE,
+    VGG,
+    AlexNetSmall,
+    LeNet5,
+    LeNet5Original,
+    ResNet,
+    SmallCNN,
+    SparseConv2d,
+    Subsampling,
+    resnet8,
+    resnet20,
+)
+from dlvision.models import weights as pretrained_module
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_lenet5_1998_has_60000_parameters():
+    m = LeNet5Original()
+    c1 = (5 * 5 * 1 + 1) * 6  # 156
+    s2 = 2 * 6  # one coefficient and one bias per map: 12
+    c3 = (6 * 3 + 6 * 4 + 3 * 4 + 1 * 6) * 5 * 5 + 16  # 60 connections of 5x5, 16 biases: 1,516
+    s4 = 2 * 16  # 32
+    c5 = (5 * 5 * 16 + 1) * 120  # 48,120
+    f6 = (120 + 1) * 84  # 10,164
+    out = 0  # the RBF codes are fixed (a buffer)
+    assert (s2, c3, s4, f6) == (12, 1516, 32, 10164)
+    assert n_params(m) == c1 + s2 + c3 + s4 + c5 + f6 + out == 60_000
+    assert n_params(m.features[2]) == 12 and n_params(m.features[4]) == 1516 and n_params(m.features[6]) == 32
+    assert m(torch.randn(3, 1, 32, 32)).shape == (3, 10)
+    with pytest.raises(ValueError, match="32, 32"):
+        m(torch.randn(3, 1, 28, 28))
+
+
+def test_c3_connection_table_and_sparse_conv():
+    assert len(C3_TABLE) == 16 and sum(len(t) for t in C3_TABLE) == 60
+    assert C3_TABLE[15] == (0, 1, 2, 3, 4, 5) and all(len(set(t)) == len(t) for t in C3_TABLE)
+    conv = SparseConv2d(6, C3_TABLE, 5)
+    w = conv.full_weight()
+    nonzero = (w.abs().sum((2, 3)) > 0).int()
+    expected = torch.zeros(16, 6, dtype=torch.int32)
+    for o, inputs in enumerate(C3_TABLE):
+        expected[o, list(inputs)] = 1
+    assert torch.equal(nonzero, expected)
+    x = torch.randn(2, 6, 14, 14)
+    ref = torch.nn.functional.conv2d(x, w, conv.bias)
+    assert torch.allclose(conv(x), ref, atol=1e-6) and conv(x).shape == (2, 16, 10, 10)
+    out = conv(x).sum()
+    out.backward()
+    assert conv.weight.grad.shape == (60, 5, 5)
+
+
+def test_subsampling_is_a_scaled_sum_plus_bias():
+    s = Subsampling(2)
+    with torch.no_grad():
+        s.weight.copy_(torch.tensor([1.0, 0.5]))
+        s.bias.copy_(torch.tensor([0.0, 1.0]))
+    x = torch.arange(16.0).view(1, 1, 4, 4).repeat(1, 2, 1, 1)
+    y = s(x)
+    assert y[0, 0, 0, 0] == 0 + 1 + 4 + 5 and y[0, 1, 1, 1] == 0.5 * (10 + 11 + 14 + 15) + 1
+
+
+def test_lenet5_modern_has_61706_parameters():
+    c1 = (5 * 5 * 1 + 1) * 6  # 156
+    c3 = (5 * 5 * 6 + 1) * 16  # full connectivity: 2,416
+    c5 = (5 * 5 * 16 + 1) * 120  # 48,120
+    f6 = (120 + 1) * 84  # 10,164
+    out = (84 + 1) * 10  # 850
+    assert c3 == 2416
+    for size in (32, 28):
+        m = LeNet5(in_size=size)
+        assert n_params(m) == c1 + c3 + c5 + f6 + out == 61_706
+        assert m(torch.randn(2, 1, size, size)).shape == (2, 10)
+    assert n_params(LeNet5(num_classes=6, in_channels=3)) == 61_706 + 2 * 25 * 6 - 85 * 4  # C1 reads 3 channels, 6 outputs
+    with pytest.raises(ValueError, match="28 or 32"):
+        LeNet5(in_size=64)
+
+
+def test_vgg_parameter_count():
+    convs = (3 * 32 + 32 * 32 + 32 * 64 + 64 * 64 + 64 * 128 + 128 * 128) * 9  # no bias before batch norm
+    bn = 2 * (32 + 32 + 64 + 64 + 128 + 128)
+    head = 128 * 10 + 10
+    assert n_params(VGG()) == convs + bn + head == 288_746
+    small = VGG((8, "M", 16), in_channels=1, num_classes=4, batch_norm=False)
+    assert n_params(small) == (1 * 8 * 9 + 8) + (8 * 16 * 9 + 16) + (16 * 4 + 4)
+    assert small(torch.randn(2, 1, 16, 16)).shape == (2, 4)
+
+
+def _block(cin, cout, conv_shortcut):
+    convs = cin * cout * 9 + cout * cout * 9
+    bn = 2 * 2 * cout
+    proj = (cin * cout + 2 * cout) if conv_shortcut and cin != cout else 0
+    return convs + bn + proj
+
+
+@pytest.mark.parametrize("shortcut", ["pad", "conv"])
+def test_resnet_parameter_counts(shortcut):
+    conv = shortcut == "conv"
+    stem = 3 * 16 * 9 + 2 * 16
+    head = 64 * 10 + 10
+    r20 = stem + 3 * _block(16, 16, conv) + _block(16, 32, conv) + 2 * _block(32, 32, conv)
+    r20 += _block(32, 64, conv) + 2 * _block(64, 64, conv) + head
+    r8 = stem + _block(16, 16, conv) + _block(16, 32, conv) + _block(32, 64, conv) + head
+    assert n_params(resnet20(shortcut=shortcut)) == r20 == (269_722 if not conv else 272_474)
+    assert n_params(resnet8(shortcut=shortcut)) == r8
+    assert n_params(resnet8()) == 75_290
+    assert resnet8(shortcut=shortcut)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="same length"):
+        ResNet((1, 1), (16,))
+    with pytest.raises(ValueError, match="shortcut"):
+        ResNet(shortcut="dense")
+
+
+def test_alexnet_small_parameter_count():
+    convs = (3 * 48 * 25 + 48) + (48 * 128 * 25 + 128) + (128 * 192 * 9 + 192) + (192 * 192 * 9 + 192) + (192 * 128 * 9 + 128)
+    linear = (128 * 9 * 512 + 512) + (512 * 512 + 512) + (512 * 10 + 10)
+    assert linear == 858_122
+    m = AlexNetSmall()
+    assert n_params(m) == convs + linear == 1_790_154
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert n_params(AlexNetSmall(lrn=False)) == n_params(m)  # LRN has no parameters
+
+
+def test_small_cnn_parameter_count():
+    convs = (3 * 16 + 16 * 32 + 32 * 64) * 9
+    bn = 2 * (16 + 32 + 64)
+    head = 64 * 6 + 6
+    assert n_params(SmallCNN()) == convs + bn + head == 24_086
+    assert SmallCNN(num_classes=3, in_channels=1)(torch.randn(2, 1, 24, 24)).shape == (2, 3)
+
+
+def test_docstrings_state_the_counts():
+    for model, number in [
+        (LeNet5Original, "60,000"),
+        (LeNet5, "61,706"),
+        (VGG, "288,746"),
+        (resnet20, "269,722"),
+        (resnet8, "75,290"),
+        (AlexNetSmall, "1,790,154"),
+        (SmallCNN, "24,086"),
+    ]:
+        assert number in model.__doc__, model.__name__
+
+
+def test_pretrained_offline_gives_a_clear_error(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("simulated: no network")
+
+    monkeypatch.setattr(torch.hub, "urlopen", no_network)
+    monkeypatch.setenv("DLVISION_CACHE", str(tmp_path))
+    with pytest.raises(dv.WeightsUnavailableError) as info:
+        dv.models.pretrained("resnet18")
+    msg = str(info.value)
+    assert "resnet18" in msg and str(tmp_path / "weights" / "resnet18-f37072fd.pth") in msg
+    assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in msg and "source_model()" in msg
+    assert list((tmp_path / "weights").iterdir()) == []  # no partial file left
+
+
+def test_pretrained_from_the_cache(tmp_path, monkeypatch):
+    """A weights file placed by hand in the cache is used without the network."""
+    import torchvision
+
+    monkeypatch.setenv("DLVISION_CACHE", str(tmp_path))
+    model = torchvision.models.get_model("resnet18", weights=None)
+    torch.save(model.state_dict(), dv.cache_dir("weights") / "resnet18-f37072fd.pth")
+    monkeypatch.setattr(torch.hub, "urlopen", lambda *a, **k: pytest.fail("no download expected"))
+    m = dv.models.pretrained("resnet18")
+    assert not m.training and len(m.categories) == 1000 and callable(m.preprocess)
+    assert torch.equal(m.fc.weight, model.fc.weight)
+
+
+def test_pretrained_bad_names():
+    with pytest.raises(dv.DLVisionError, match="Did you mean 'resnet18'"):
+        dv.models.pretrained("resnet-18")
+    with pytest.raises(dv.DLVisionError, match="IMAGENET1K_V1"):
+        dv.models.pretrained("resnet18", weights="CIFAR")
+
+
+def test_source_model_trains_once_caches_and_keeps_the_random_state(tmp_path, monkeypatch):
+    monkeypatch.setenv("DLVISION_CACHE", str(tmp_path))
+    monkeypatch.setattr(pretrained_module, "_SOURCE", dict(pretrained_module._SOURCE, n=120, epochs=1))
+    monkeypatch.setattr(pretrained_module, "_memo", {})
+    dv.seed_everything(0)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    dv.seed_everything(0)
+    m = dv.models.source_model(verbose=False)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+    assert isinstance(m, SmallCNN) and not m.training and len(m.classes) == 6 and 0 <= m.test_accuracy <= 1
+    files = list((tmp_path / "models").iterdir())
+    assert [f.name for f in files] == ["source_model_v1.pt"]
+    # later calls load the file: no training
+    monkeypatch.setattr(pretrained_module, "_memo", {})
+    monkeypatch.setattr(pretrained_module, "_train_source", lambda verbose: pytest.fail("trained again"))
+    m2 = dv.models.source_model()
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values(), strict=True))
+    assert m2 is not m and m2.classes == m.classes
+
+
+@pytest.mark.filterwarnings("ignore::dlvision.CPUTrainingWarning")
+def test_models_train_with_fit():
+    data = dv.data.shapes(60, 32, seed=0)
+    for model in (nn.Sequential(LeNet5(6, in_channels=3)), resnet8(6), VGG((8, "M", 16), num_classes=6), AlexNetSmall(6, widths=(8, 8, 8, 8, 8), hidden=16)):
+        h = dv.fit(model, data.train, epochs=1, progress=False, seed=0)
+        assert h.epochs == 1
+
+
+def test_rbf_output_scores_the_nearest_code_highest():
+    from dlvision.models import RBFOutput, ScaledTanh
+
+    rbf = RBFOutput(84, 10, seed=0)
+    assert n_params(rbf) == 0 and set(rbf.centres.unique().tolist()) == {-1.0, 1.0}
+    x = rbf.centres[[3, 7]] + 0.1 * torch.randn(2, 84)
+    scores = rbf(x)
+    assert scores.shape == (2, 10) and scores.argmax(1).tolist() == [3, 7]
+    assert torch.allclose(scores[0, 3], -((x[0] - rbf.centres[3]) ** 2).sum())
+    t = ScaledTanh()(torch.tensor([1.0, -1.0, 0.0]))
+    assert torch.allclose(t, torch.tensor([1.0, -1.0, 0.0]), atol=1e-4)  # f(+-1) = +-1
