@@ -30,9 +30,10 @@ class GraderChecks:
     assignment: str
 
     @pytest.fixture(scope="class")
-    def graded(self, tmp_path_factory) -> dict[str, harness.Result]:
+    @classmethod
+    def graded(cls, tmp_path_factory) -> dict[str, harness.Result]:
         """The scores of every variant, graded in one nbgrader batch."""
-        return harness.grade_variants(self.assignment, tmp_path_factory.mktemp(self.assignment))
+        return harness.grade_variants(cls.assignment, tmp_path_factory.mktemp(cls.assignment))
 
     def test_assignment_is_well_formed(self):
         """Every test cell has hidden tests and points; every solution cell its markers; a setup cell."""
