@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +121,9 @@ def _train_source(verbose: bool) -> dict:
 
     cfg = _SOURCE
     if verbose:
-        print("dlvision: training the book's source model on the shapes dataset (once; it is then cached) ...")
+        # On stderr: a message about this run, not a result (a cached model prints nothing).
+        print("dlvision: training the book's source model on the shapes dataset (once; it is then cached) ...",
+              file=sys.stderr)
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
         with torch.random.fork_rng(devices=[]):  # the caller's torch random state is restored after
@@ -140,7 +143,7 @@ def _train_source(verbose: bool) -> dict:
         random.setstate(py_state)
         np.random.set_state(np_state)
     if verbose:
-        print(f"dlvision: source model ready, test accuracy {100 * acc:.1f}% ({_source_path()})")
+        print(f"dlvision: source model ready, test accuracy {100 * acc:.1f}% ({_source_path()})", file=sys.stderr)
     return {
         "model": model.state_dict(),
         "classes": data.train.classes,
