@@ -11,7 +11,7 @@ so that a change in the machine's load affects both alike.
   the usual loop with ``loss.item()`` per batch.
 - dlvision: ``dlvision.fit`` with a ``TensorLoader`` (uint8 data on the device, batched
   by index, augmentation and normalisation on the device per batch), ``channels_last``,
-  its fused Adam, and on a busy CPU one thread (see ``fit``); mixed precision on a GPU.
+  its fused Adam; mixed precision on a GPU.
 
 Workloads (nothing is downloaded; the images are dlvision's generated shapes):
 - ``lenet``: LeNet-5 (modern) on 60,000 grey 28x28 images (10,000 test).
