@@ -75,11 +75,11 @@ def check_array(
         )
     if check_dtype and got.dtype != expected.dtype:
         raise AssertionError(f"{name}: expected dtype {expected.dtype}, got dtype {got.dtype}")
-    g = _as_numpy(got).astype(np.float64) if _as_numpy(got).dtype != bool else _as_numpy(got)
-    e = _as_numpy(expected).astype(np.float64) if _as_numpy(expected).dtype != bool else _as_numpy(expected)
+    g, e = _as_numpy(got), _as_numpy(expected)
     if g.dtype == bool or e.dtype == bool:
         bad = g != e
     else:
+        g, e = g.astype(np.float64), e.astype(np.float64)
         finite_mismatch = np.isfinite(g) != np.isfinite(e)
         with np.errstate(invalid="ignore"):
             bad = ~np.isclose(g, e, rtol=rtol, atol=atol, equal_nan=True) | finite_mismatch
@@ -88,7 +88,7 @@ def check_array(
         n_bad = int(bad.sum())
         msg = (
             f"{name}: {n_bad} of {bad.size} values differ; first at index {idx}: "
-            f"expected {e[idx]!r}, got {g[idx]!r}"
+            f"expected {e[idx].item()!r}, got {g[idx].item()!r}"
         )
         if g.dtype != bool:
             with np.errstate(invalid="ignore"):
