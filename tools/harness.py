@@ -276,6 +276,13 @@ def variant_codes(assignment: str, mutants: list[Mutant]) -> dict[str, dict[str,
 # --------------------------------------------------------------------------- grading
 
 
+def course_id() -> str:
+    """The course id that the repository's ``nbgrader_config.py`` sets."""
+    from traitlets.config.loader import PyFileConfigLoader
+
+    return PyFileConfigLoader(CONFIG.name, path=str(CONFIG.parent)).load_config().CourseDirectory.course_id
+
+
 @dataclass
 class Result:
     """What ``nbgrader autograde`` gave one submission."""
@@ -285,15 +292,15 @@ class Result:
     cells: dict[str, float]  # grade_id of each graded test cell -> points
 
     def __str__(self) -> str:
-        lost = {k: v for k, v in self.cells.items() if v is not None}
-        return f"{self.score:g}/{self.max_score:g} points ({', '.join(f'{k}={v:g}' for k, v in lost.items())})"
+        graded = {k: v for k, v in self.cells.items() if v is not None}
+        return f"{self.score:g}/{self.max_score:g} points ({', '.join(f'{k}={v:g}' for k, v in graded.items())})"
 
 
 def read_scores(course: Path, assignment: str, students: list[str]) -> dict[str, Result]:
     from nbgrader.api import Gradebook, MissingEntry
 
     results = {}
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "dlvr") as gb:
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", course_id()) as gb:
         for student in students:
             try:
                 sub = gb.find_submission(assignment, student)
