@@ -20,8 +20,8 @@ import harness
 
 def pytest_generate_tests(metafunc):
     if "mutant" in metafunc.fixturenames:
-        names = [m.name for m in harness.load_mutants(metafunc.cls.assignment)]
-        metafunc.parametrize("mutant", names)
+        mutants = harness.load_mutants(metafunc.cls.assignment)
+        metafunc.parametrize("mutant", mutants, ids=[m.name for m in mutants])
 
 
 class GraderChecks:
@@ -90,10 +90,9 @@ class GraderChecks:
         )
 
     def test_mutant_loses_points(self, graded, mutant):
-        result = graded[harness.MUTANT_PREFIX + mutant]
-        why = next(m.why for m in harness.load_mutants(self.assignment) if m.name == mutant)
+        result = graded[harness.MUTANT_PREFIX + mutant.name]
         assert result.score < result.max_score, (
-            f"{self.assignment}: mutant {mutant!r} ({why}) escaped with full marks: {result}"
+            f"{self.assignment}: mutant {mutant.name!r} ({mutant.why}) escaped with full marks: {result}"
         )
 
 
