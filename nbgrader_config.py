@@ -8,6 +8,7 @@ line, e.g. ``--CourseDirectory.root=/srv/grading``.
 """
 
 import os
+import sys
 
 c = get_config()  # noqa: F821 (provided by traitlets when nbgrader loads this file)
 
@@ -23,6 +24,7 @@ c.CourseDirectory.ignore = [
     "__pycache__",
     "feedback",
     "mutants.toml",
+    "integrity.toml",
 ]
 
 # Autograding runs each cell with a time limit; training cells in assignments are
@@ -40,3 +42,18 @@ c.IgnorePattern.pattern = r"(?m)^.*:\d+: [A-Za-z_][\w.]*Warning: "
 
 # Students may not change the kernel: the release notebook's kernelspec is restored.
 c.ClearSolutions.enforce_metadata = True
+
+# Autograding runs the student's code in a sandbox and the tests outside it
+# (grading/execute.py): nbgrader's Execute step is replaced, the rest is nbgrader's own.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # makes `grading` importable
+c.Autograde.autograde_preprocessors = [
+    "grading.execute.IsolatedExecute",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+c.IsolatedExecute.cell_seconds = 180
+c.IsolatedExecute.notebook_seconds = 600

@@ -1,0 +1,86 @@
+"""What the pipeline reports about a submission: the integrity vocabulary.
+
+Every stage (pre-flight, the static scan, the sandboxed run) describes what it saw
+as :class:`Finding` records. They never change a grade by themselves: grades come from
+verification outside the student's process. Findings tell the instructor what a
+submission tried, in the integrity report.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# vector key -> what it means, in the words of the integrity report
+VECTORS: dict[str, str] = {
+    # the notebook itself (pre-flight)
+    "invalid-notebook": "the file is not a valid notebook",
+    "renamed-notebook": "the notebook was submitted under another name",
+    "wrong-kernel": "the notebook's kernelspec is not the release's",
+    "test-cell-edited": "a test cell's code differs from the release",
+    "test-cell-deleted": "a test cell is missing",
+    "test-cell-markdown": "a test cell was changed to another cell type",
+    "test-cell-duplicated": "a grade cell appears more than once",
+    "grade-id-renamed": "a grade cell's id differs from the release",
+    "metadata-stripped": "a grade cell lost its nbgrader metadata",
+    "solution-cell-missing": "a solution cell is missing",
+    "quarantined": "the submission could not be graded",
+    # the student's code (static scan and run)
+    "monkeypatch": "changes functions of numpy, torch, the course library or builtins",
+    "ipython-hooks": "installs IPython input or AST transformers, or exception handlers",
+    "rigged-object": "returns objects that are not plain data (for example a rigged __eq__)",
+    "grader-files": "reads or writes the gradebook, the source notebooks or other files",
+    "process-exit": "ends its own process (os._exit, sys.exit)",
+    "resource-abuse": "runs out of time or memory, or starts processes",
+    "huge-output": "produces outputs larger than the limit",
+    "grader-detection": "inspects its environment to tell whether it is being graded",
+    "forbidden-op": "calls a library operation that the exercise forbids",
+    "network": "opens network connections",
+    "kernel-died": "the student's process ended before grading finished",
+}
+
+SOURCES = ("preflight", "static", "runtime", "sandbox")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One observation about a submission.
+
+    ``vector`` is a key of :data:`VECTORS`; ``cell`` names where (a grade id, or
+    ``"cell 7"`` for a cell without one, or ``""`` for the whole notebook);
+    ``detail`` is a sentence for the instructor; ``source`` is the stage that saw it.
+    """
+
+    vector: str
+    cell: str
+    detail: str
+    source: str
+
+    def __post_init__(self):
+        if self.vector not in VECTORS:
+            raise ValueError(f"unknown integrity vector {self.vector!r}; known: {sorted(VECTORS)}")
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown finding source {self.source!r}; known: {SOURCES}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Finding:
+        return cls(**{k: data[k] for k in ("vector", "cell", "detail", "source")})
+
+
+def write_findings(path: Path, findings: list[Finding], **context) -> None:
+    """Write ``findings`` (and context such as student and notebook) as JSON, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps({**context, "findings": [f.to_dict() for f in findings]}, indent=1))
+    tmp.replace(path)
+
+
+def read_findings(path: Path) -> tuple[dict, list[Finding]]:
+    """The context and the findings that :func:`write_findings` wrote."""
+    data = json.loads(path.read_text())
+    findings = [Finding.from_dict(f) for f in data.pop("findings")]
+    return data, findings

@@ -1,0 +1,229 @@
+"""The sandbox the student's code runs in: bubblewrap, an unprivileged user, limits.
+
+One :class:`Sandbox` is a long-lived ``bwrap`` process running the fork server of
+:mod:`grading.student`; each notebook gets a fresh student process forked from it.
+What the student's process can reach:
+
+* **files**: the Python installation and the course library, read-only, and an empty
+  scratch folder ``/scratch`` (a tmpfs wiped between students). The course folder with
+  ``solutions/``, the gradebook and the other submissions is not in its file system.
+* **network**: none. It has its own network namespace with only a loopback that is
+  down, so even ``127.0.0.1`` refuses.
+* **processes**: its own PID namespace; ``RLIMIT_NPROC`` (counted in its own user
+  namespace) stops fork bombs; everything left behind is killed after each student.
+* **memory and time**: ``RLIMIT_AS`` above what the warm imports use; the grader kills
+  the process when a cell or a call runs past its time limit.
+
+When the grader runs as root (CI, a container), bubblewrap would run student code as
+root; instead the grader stages the read-only folders in a private mount namespace
+and starts bubblewrap as an unprivileged user (``setpriv``), so the limits apply.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from grading import wire
+
+PRELOAD = ("numpy", "torch", "IPython", "dlvision", "dlvision.testing", "sklearn.datasets")
+SANDBOX_UID = 60000  # + worker number, when the grader runs as root
+GRADING_MOUNT = "/opt/grading"
+
+
+class SandboxUnavailable(RuntimeError):
+    """bubblewrap is missing or cannot create namespaces here."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one student's process may use."""
+
+    cell_seconds: float = 120.0  # one student cell, or one call from a test
+    notebook_seconds: float = 600.0  # everything the student's code runs for one notebook
+    memory_bytes: int = 3 * 2**30  # above the memory the warm imports already map
+    processes: int = 64  # processes and threads
+    file_bytes: int = 256 * 2**20  # largest file the student's code may write in its scratch folder
+    output_bytes: int = 2**20  # outputs kept per cell; the rest is cut and reported
+
+    def for_child(self) -> dict:
+        return asdict(self)
+
+
+def find_bwrap() -> str:
+    path = shutil.which("bwrap")
+    if path is None:
+        raise SandboxUnavailable(
+            "bubblewrap (bwrap) is not installed: the grader runs student code only inside it. "
+            "Install it (Debian/Ubuntu: `apt-get install bubblewrap`), or pass --no-sandbox to "
+            "grade trusted notebooks without isolation."
+        )
+    return path
+
+
+def _read_only_folders() -> list[str]:
+    """Folders the student's Python needs: the interpreter, the venv, the course library."""
+    folders = {sys.base_prefix, sys.prefix}
+    spec = importlib.util.find_spec("dlvision")
+    if spec is not None and spec.submodule_search_locations:
+        folders.add(str(Path(next(iter(spec.submodule_search_locations))).parent))
+    for entry in sys.path:
+        if entry.startswith("/") and os.path.isdir(entry) and "site-packages" in entry:
+            folders.add(entry)
+    # a folder inside another one is already there
+    ordered = sorted(folders)
+    return [f for f in ordered if not any(f != o and f.startswith(o.rstrip("/") + "/") for o in ordered)]
+
+
+def _system_binds() -> list[str]:
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in ("bin", "sbin", "lib", "lib32", "lib64"):
+        path = Path("/") / name
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            args += ["--ro-bind", str(path), str(path)]
+    for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "passwd", "group"):
+        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    return args
+
+
+def _environment() -> dict[str, str]:
+    env = {
+        "PATH": f"{sys.prefix}/bin:/usr/bin:/bin",
+        "HOME": "/scratch",
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": GRADING_MOUNT,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "MPLBACKEND": "Agg",
+        "MPLCONFIGDIR": "/tmp/matplotlib",
+        # one thread per student process: the workers already use every core
+        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+    }
+    env.update({k: v for k, v in os.environ.items() if k.startswith(("DLVISION_", "GRADING_DEBUG"))})
+    return env
+
+
+class Sandbox:
+    """A bubblewrap fork server; :meth:`spawn` gives one student process."""
+
+    def __init__(self, limits: Limits = Limits(), worker: int = 0, preload: tuple[str, ...] = PRELOAD):
+        self.limits, self.worker, self.preload = limits, worker, preload
+        self.process: subprocess.Popen | None = None
+        self.control: socket.socket | None = None
+
+    # ---- life cycle
+
+    def start(self) -> None:
+        bwrap = find_bwrap()
+        ours, theirs = socket.socketpair()
+        command = self._command(bwrap, theirs.fileno())
+        self.process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=None if _debug() else subprocess.PIPE,
+                                        start_new_session=True)
+        theirs.close()
+        self.control = ours
+
+    def _command(self, bwrap: str, control_fd: int) -> list[str]:
+        grading_dir = str(Path(__file__).resolve().parent)
+        read_only = _read_only_folders()
+        root = os.geteuid() == 0
+        args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", *_system_binds()]
+        staged = []
+        for index, folder in enumerate([*read_only, grading_dir]):
+            source = f"$STAGE/{index}" if root else folder
+            target = f"{GRADING_MOUNT}/grading" if folder == grading_dir else folder
+            args += ["--ro-bind", source, target]
+            staged.append(folder)
+        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--size", str(self.limits.file_bytes * 4),
+                 "--tmpfs", "/scratch", "--chdir", "/scratch", "--clearenv"]
+        for key, value in _environment().items():
+            args += ["--setenv", key, value]
+        args += [os.path.join(sys.prefix, "bin", "python"), "-m", "grading.student", str(control_fd),
+                 ",".join(self.preload)]
+        if not root:
+            return args
+        # As root: stage the read-only folders where an unprivileged user can reach them
+        # (e.g. a venv under /root), then start bubblewrap as that user.
+        uid = str(SANDBOX_UID + self.worker)
+        script = ['set -e', 'STAGE=$(mktemp -d)', 'mount -t tmpfs -o mode=755 stage "$STAGE"']
+        for index, folder in enumerate(staged):
+            script += [f'mkdir "$STAGE/{index}"', f'mount --bind "{folder}" "$STAGE/{index}"']
+        quoted = " ".join(a if a.startswith("$STAGE") else _shell_quote(a) for a in args)
+        quoted = quoted.replace("$STAGE/", '"$STAGE"/')
+        script.append(f"exec setpriv --reuid={uid} --regid={uid} --clear-groups --inh-caps=-all {quoted}")
+        return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", "\n".join(script)]
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def close(self) -> None:
+        if self.control is not None:
+            self.control.close()
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = self.control = None
+
+    # ---- one student
+
+    def spawn(self) -> tuple[socket.socket, int]:
+        """A fresh student process: the socket to talk to it, and its PID in the sandbox."""
+        for attempt in range(2):
+            if not self.alive():
+                self.close()
+                self.start()
+            try:
+                wire.send_bytes(self.control, pickle.dumps({"op": "fork", "limits": self.limits.for_child()}))
+                message, fds, _, _ = socket.recv_fds(self.control, 1 << 16, 1)
+                if not fds:
+                    raise wire.ChannelClosed("the sandbox sent no socket")
+                info = pickle.loads(message)
+                return socket.socket(fileno=fds[0]), info["pid"]
+            except (OSError, wire.ChannelClosed, EOFError, pickle.UnpicklingError):
+                if attempt:
+                    raise SandboxUnavailable(self._failure()) from None
+                self.close()
+        raise AssertionError("unreachable")
+
+    def kill(self) -> None:
+        """Kill the current student process (the fork server then cleans up)."""
+        try:
+            self.control.send(b"k")
+        except OSError:
+            self.close()
+
+    def wait_exit(self, timeout: float = 30.0) -> str:
+        """How the current student process ended ("exited with status 0", "killed by signal 9 ...")."""
+        try:
+            return pickle.loads(wire.recv_bytes(self.control, timeout))["exit"]
+        except (wire.ChannelClosed, wire.ChannelTimeout, EOFError):
+            reason = "the sandbox stopped responding"
+            self.close()
+            return reason
+
+    def _failure(self) -> str:
+        error = ""
+        if self.process is not None and self.process.stderr is not None:
+            try:
+                self.process.wait(timeout=5)
+                error = self.process.stderr.read().decode(errors="replace")[-2000:]
+            except subprocess.TimeoutExpired:
+                pass
+        return f"the sandbox could not start a student process. bubblewrap said: {error.strip() or '(nothing)'}"
+
+
+def _debug() -> bool:
+    """GRADING_DEBUG=1 shows the sandbox's stderr (the student process's too) on the grader's."""
+    return bool(os.environ.get("GRADING_DEBUG"))
+
+
+def _shell_quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
