@@ -5,7 +5,8 @@ One :class:`Sandbox` is a long-lived ``bwrap`` process running the fork server o
 What the student's process can reach:
 
 * **files**: the Python installation and the course library, read-only, and an empty
-  scratch folder ``/scratch`` (a tmpfs wiped between students). The course folder with
+  scratch folder ``/scratch`` (a tmpfs wiped between students; ``/tmp`` points into
+  it), the only place it can write. The course folder with
   ``solutions/``, the gradebook and the other submissions is not in its file system.
 * **network**: none. It has its own network namespace with only a loopback that is
   down, so even ``127.0.0.1`` refuses.
@@ -103,7 +104,7 @@ def _environment() -> dict[str, str]:
         "PYTHONPATH": GRADING_MOUNT,
         "PYTHONDONTWRITEBYTECODE": "1",
         "MPLBACKEND": "Agg",
-        "MPLCONFIGDIR": "/tmp/matplotlib",
+        "MPLCONFIGDIR": "/scratch/.matplotlib",
         # one thread per student process: the workers already use every core
         "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
     }
@@ -142,8 +143,9 @@ class Sandbox:
             target = f"{GRADING_MOUNT}/grading" if folder == grading_dir else folder
             args += ["--ro-bind", source, target]
             staged.append(folder)
-        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--size", str(self.limits.file_bytes * 4),
-                 "--tmpfs", "/scratch", "--chdir", "/scratch", "--clearenv"]
+        # the only writable folder is /scratch (/tmp points into it); everything else is read-only
+        args += ["--proc", "/proc", "--dev", "/dev", "--size", str(self.limits.file_bytes * 4), "--tmpfs", "/scratch",
+                 "--symlink", "/scratch/.tmp", "/tmp", "--remount-ro", "/", "--chdir", "/scratch", "--clearenv"]
         for key, value in _environment().items():
             args += ["--setenv", key, value]
         args += [os.path.join(sys.prefix, "bin", "python"), "-m", "grading.student", str(control_fd),

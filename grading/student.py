@@ -152,6 +152,7 @@ def _student_main(sock: socket.socket, limits: dict, files: dict[str, bytes]) ->
         os.dup2(null, fd)
         os.close(null)
     _set_limits(limits)
+    os.makedirs(os.path.join(WORK, ".tmp"), exist_ok=True)  # /tmp is a link to it
     os.chdir(WORK)
     for name, data in files.items():
         with open(os.path.join(WORK, os.path.basename(name)), "wb") as handle:

@@ -1,0 +1,116 @@
+"""Parallel grading: no lost and no duplicated grades, on SQLite and on PostgreSQL.
+
+A batch of 200 chapter-1 submissions (5% of them broken files) is graded by two
+workers on one machine; a smaller class is graded by two concurrent ``autograde``
+commands (two "hosts", two workers each) sharing a gradebook on a real PostgreSQL
+server (``tests/postgres.py``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nbformat
+import pytest
+from postgres import fresh_database
+
+import harness
+from grading import workers
+
+ASSIGNMENT = "ch01_perceptron"
+REFERENCE_POINTS, FIT_POINTS = 20.0, 6.0
+
+
+def _reference_codes() -> dict[str, str]:
+    source = nbformat.read(harness.SOLUTIONS / ASSIGNMENT / "perceptron.ipynb", as_version=4)
+    return {harness.nbgrader_meta(c)["grade_id"]: harness.reference_code(c.source)
+            for c in source.cells if harness.is_solution_cell(c)}
+
+
+def _class(course, counts: dict[str, int]) -> dict[str, float | None]:
+    """Write submissions; student id -> the score it must get (None: must be quarantined)."""
+    release = nbformat.read(course / "exercises" / ASSIGNMENT / "perceptron.ipynb", as_version=4)
+    codes = _reference_codes()
+    kinds = {
+        "reference": (harness.submission(release, codes), REFERENCE_POINTS),
+        "partial": (harness.submission(release, {"fit": codes["fit"]}), FIT_POINTS),
+        "blank": (release, 0.0),
+        "broken": (b'{"nbformat": 4, "cells": [{"cell_type": "code", "sour', None),
+    }
+    expected = {}
+    for kind, count in counts.items():
+        notebook, score = kinds[kind]
+        for index in range(count):
+            student = f"{kind}-{index:03d}"
+            folder = course / "submitted" / student / ASSIGNMENT
+            folder.mkdir(parents=True, exist_ok=True)
+            data = notebook if isinstance(notebook, bytes) else nbformat.writes(notebook).encode()
+            (folder / "perceptron.ipynb").write_bytes(data)
+            expected[student] = score
+    return expected
+
+
+def _grade(course, *extra: str, db: str | None = None) -> subprocess.Popen:
+    command = [sys.executable, "-m", "grading", "--course", str(course)]
+    command += ["--db", db] if db else []
+    return subprocess.Popen([*command, "autograde", ASSIGNMENT, *extra], cwd=harness.REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _scores(db_url: str, students) -> dict[str, float]:
+    from nbgrader.api import Gradebook, MissingEntry
+
+    found = {}
+    with Gradebook(db_url, harness.course_id()) as gradebook:
+        for student in students:
+            try:
+                found[student] = gradebook.find_submission(ASSIGNMENT, student).score
+            except MissingEntry:
+                pass
+    return found
+
+
+def _check_every_grade_once(db_url: str, expected: dict[str, float | None]) -> list[dict]:
+    rows = workers.claims(db_url, ASSIGNMENT)
+    claimed = [r["student"] for r in rows]
+    good = {s: v for s, v in expected.items() if v is not None}
+    assert sorted(claimed) == sorted(good), "each good submission is claimed exactly once, the broken ones never"
+    assert {r["status"] for r in rows} == {"graded"}, [r for r in rows if r["status"] != "graded"][:3]
+    assert _scores(db_url, expected) == good
+    return rows
+
+
+def test_a_batch_of_200_with_broken_files_grades_every_good_one_once(tmp_path):
+    course = harness.make_course(tmp_path, ASSIGNMENT)
+    harness.generate_release(course, ASSIGNMENT)
+    expected = _class(course, {"reference": 80, "partial": 60, "blank": 50, "broken": 10})
+    assert len(expected) == 200
+    proc = _grade(course, "--workers", "2")
+    log = proc.communicate(timeout=1500)[0]
+    assert proc.returncode == 0, log[-3000:]
+    db_url = f"sqlite:///{course / 'gradebook.db'}"
+    rows = _check_every_grade_once(db_url, expected)
+    assert len({r["worker"] for r in rows}) == 2, "both workers took a share"
+    quarantined = sorted(p.parent.name for p in (course / "quarantine" / ASSIGNMENT).glob("*/reason.txt"))
+    assert quarantined == sorted(s for s, v in expected.items() if v is None)
+    assert "graded 190 of 190" in log, log[-2000:]
+
+
+@pytest.mark.usefixtures("postgres_url")
+def test_several_hosts_share_a_postgresql_gradebook(tmp_path, postgres_url):
+    db_url = fresh_database(postgres_url, "grading_hosts")
+    course = harness.make_course(tmp_path, ASSIGNMENT)
+    release = subprocess.run([sys.executable, "-m", "grading", "--course", str(course), "--db", db_url,
+                              "release", ASSIGNMENT], cwd=harness.REPO, capture_output=True, text=True)
+    assert release.returncode == 0, release.stderr[-3000:]
+    expected = _class(course, {"reference": 8, "partial": 6, "blank": 6})
+    # two "hosts" at once, each with two workers, on one gradebook and one course folder
+    hosts = [_grade(course, "--workers", "2", "--skip-preflight", db=db_url) for _ in range(2)]
+    logs = [host.communicate(timeout=900)[0] for host in hosts]
+    assert [h.returncode for h in hosts] == [0, 0], [log[-2000:] for log in logs]
+    rows = _check_every_grade_once(db_url, expected)
+    assert len({r["worker"].rsplit(":", 2)[1] for r in rows}) >= 2, "both hosts graded part of the class"
+    # grading again without --force grades nothing twice; with it, everything again
+    again = _grade(course, "--workers", "2", "--skip-preflight", db=db_url)
+    assert "graded 0 of 20" in again.communicate(timeout=600)[0]
