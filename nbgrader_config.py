@@ -46,14 +46,12 @@ c.ClearSolutions.enforce_metadata = True
 # Autograding runs the student's code in a sandbox and the tests outside it
 # (grading/execute.py): nbgrader's Execute step is replaced, the rest is nbgrader's own.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # makes `grading` importable
+from nbgrader.converters import Autograde  # noqa: E402 (after the path is set)
+from nbgrader.preprocessors import Execute  # noqa: E402
+
 c.Autograde.autograde_preprocessors = [
-    "grading.execute.IsolatedExecute",
-    "nbgrader.preprocessors.IgnorePattern",
-    "nbconvert.preprocessors.ClearMetadataPreprocessor",
-    "nbgrader.preprocessors.LimitOutput",
-    "nbgrader.preprocessors.SaveAutoGrades",
-    "nbgrader.preprocessors.AssignLatePenalties",
-    "nbgrader.preprocessors.CheckCellMetadata",
+    "grading.execute.IsolatedExecute" if step is Execute else step
+    for step in Autograde.class_traits()["autograde_preprocessors"].default()
 ]
 c.IsolatedExecute.cell_seconds = 180
 c.IsolatedExecute.notebook_seconds = 600

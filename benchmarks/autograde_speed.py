@@ -40,25 +40,24 @@ sys.path[:0] = [str(REPO / "tools"), str(REPO)]
 from cheats import CHEATS  # noqa: E402
 
 import harness  # noqa: E402
+from grading import scan  # noqa: E402
 
 UNSAFE_FOR_THE_BASELINE = {"huge-memory", "fork-bomb", "infinite-loop"}
 STOCK_PREPROCESSORS = """
-# The baseline: nbgrader's own Execute step (everything else as in the course's configuration)
-c.Autograde.autograde_preprocessors = [
-    "nbgrader.preprocessors.Execute",
-    "nbgrader.preprocessors.IgnorePattern",
-    "nbconvert.preprocessors.ClearMetadataPreprocessor",
-    "nbgrader.preprocessors.LimitOutput",
-    "nbgrader.preprocessors.SaveAutoGrades",
-    "nbgrader.preprocessors.AssignLatePenalties",
-    "nbgrader.preprocessors.CheckCellMetadata",
-]
+# The baseline: nbgrader's own autograde steps, its Execute included
+from nbgrader.converters import Autograde
+c.Autograde.autograde_preprocessors = Autograde.class_traits()["autograde_preprocessors"].default()
 c.Execute.timeout = 60
 """
+SAME_LIMIT = "c.IsolatedExecute.cell_seconds = 60  # the baseline's Execute.timeout\n"
 
 
 def make_submissions(assignment: str, n: int) -> dict[str, tuple[str, bytes]]:
-    """student id -> (kind, notebook bytes); kinds: correct, partial, blank, broken, cheat:<name>."""
+    """student id -> (kind, notebook bytes); kinds: correct, partial, blank, broken, cheat:<name>.
+
+    A mutant that uses a library operation its exercise forbids (``integrity.toml``) is
+    not an honest partial answer: it is the ``forbidden-op`` cheat, with its own check.
+    """
     scratch = Path(tempfile.mkdtemp(prefix="bench-release-"))
     course = harness.make_course(scratch, assignment)
     release = harness.generate_release(course, assignment)
@@ -79,9 +78,12 @@ def make_submissions(assignment: str, n: int) -> dict[str, tuple[str, bytes]]:
 
     for i in range(counts["correct"]):
         add("correct", i, harness.submission(release_nb, reference))
+    rules = scan.load_rules(harness.SOLUTIONS / assignment)
     for i in range(counts["partial"]):
         mutant = mutants[i % len(mutants)]
-        add("partial", i, harness.submission(release_nb, variants[harness.MUTANT_PREFIX + mutant.name][path.name]))
+        codes = variants[harness.MUTANT_PREFIX + mutant.name][path.name]
+        forbidden = scan.forbidden_uses(rules, [(mutant.cell, codes[mutant.cell])]) if rules else {}
+        add("cheat:forbidden-op" if forbidden else "partial", i, harness.submission(release_nb, codes))
     for i in range(counts["blank"]):
         add("blank", i, release_nb)
     broken = [b"", b'{"cells": [', b"\x89PNG\r\n\x1a\n not a notebook", b'{"nbformat": 4, "cells": "oops"}']
@@ -95,9 +97,8 @@ def make_submissions(assignment: str, n: int) -> dict[str, tuple[str, bytes]]:
 
 def make_course(root: Path, assignment: str, submissions, notebook: str, stock: bool) -> Path:
     course = harness.make_course(root, assignment)
-    if stock:
-        with (course / "nbgrader_config.py").open("a") as config:
-            config.write(STOCK_PREPROCESSORS)
+    with (course / "nbgrader_config.py").open("a") as config:
+        config.write(STOCK_PREPROCESSORS if stock else SAME_LIMIT)
     harness.generate_release(course, assignment)
     for student, (_, data) in submissions.items():
         folder = course / "submitted" / student / assignment
@@ -137,6 +138,14 @@ def auto_scores(course: Path, assignment: str, students: list[str]) -> dict[str,
     return result
 
 
+def caught_by_score(kind: str, result, blank_score: float) -> bool:
+    """A cheat is defeated when it scores no more than an unanswered notebook; a forbidden
+    library operation, when the tests of the exercise that uses it score 0."""
+    if kind == "cheat:forbidden-op":
+        return result.cells.get("test_conv2d_naive", 0) == 0 or result.cells.get("test_conv2d_im2col", 0) == 0
+    return result.score <= blank_score
+
+
 def flagged_students(course: Path, assignment: str) -> set[str]:
     import csv
 
@@ -151,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--assignment", default="ch03_convolution")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--keep", action="store_true", help="keep the scratch courses (their paths are printed)")
+    parser.add_argument("--out", type=Path, help="also write the JSON result to this file")
     args = parser.parse_args(argv)
 
     submissions, notebook = make_submissions(args.assignment, args.n)
@@ -171,20 +181,23 @@ def main(argv: list[str] | None = None) -> int:
     before = harness.read_scores(stock, args.assignment, students)
     after = harness.read_scores(piped, args.assignment, students)
     honest = [s for s in students if kinds[s] in ("correct", "partial", "blank")]
-    auto_before, auto_after = (auto_scores(c, args.assignment, honest) for c in (stock, piped))
+    auto_before, auto_after = (auto_scores(c, args.assignment, students) for c in (stock, piped))
     differ = [s for s in honest if s not in auto_before or auto_before.get(s) != auto_after.get(s)]
     blank_score = max(after[s].score for s in students if kinds[s] == "blank")
     flagged = flagged_students(piped, args.assignment)
     cheaters = [s for s in students if kinds[s].startswith("cheat:")]
-    caught = [s for s in cheaters if s in after and after[s].score <= blank_score and s in flagged]
+    caught = [s for s in cheaters if s in after and s in flagged and caught_by_score(kinds[s], after[s], blank_score)]
     good_graded = all(s in after for s in students if kinds[s] != "broken")
+    overwritten = sum(1 for s in honest if s in before and before[s].score != sum(auto_before[s].values()))
 
-    print("\nvector                                  before (stock)  after (pipeline)  flagged")
+    print("\nvector                          stock: autograded / shown   pipeline   flagged")
     first_of_each = {kinds[s]: s for s in reversed(cheaters)}
     for s in sorted(first_of_each.values()):
-        b = f"{before[s].score:g}/{before[s].max_score:g}" if s in before else "not graded"
+        b = (f"{sum(auto_before[s].values()):g} / {before[s].score:g}" if s in before else "not graded")
         a = f"{after[s].score:g}/{after[s].max_score:g}" if s in after else "not graded"
-        print(f"{kinds[s][6:]:40s}{b:>14s}  {a:>16s}  {'yes' if s in flagged else 'NO'}")
+        print(f"{kinds[s][6:]:32s}{b:>26s}  {a:>9s}   {'yes' if s in flagged else 'NO'}")
+    print(f"stock: {overwritten} honest submissions show a score other than their autograded one "
+          "(the gradebook-written cheat set manual scores)")
     for s in differ:
         print(f"honest grade differs: {s} ({kinds[s]}): stock {auto_before.get(s)} pipeline {auto_after.get(s)}")
 
@@ -202,9 +215,13 @@ def main(argv: list[str] | None = None) -> int:
         "broken": sum(1 for k in kinds.values() if k == "broken"),
         "cheats_caught": len(caught),
         "cheats_total": len(cheaters),
+        "stock_honest_scores_overwritten_by_a_cheat": overwritten,
+        "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
     }
     if args.keep:
         print(f"scratch courses: {root}")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
     return 0 if (not differ and good_graded and len(caught) == len(cheaters)) else 1
 

@@ -93,6 +93,10 @@ def cmd_autograde(args, course: Path, db_url: str) -> int:
     from grading.collect import preflight_submitted
     from grading.report import write_integrity_report
 
+    problem = unreleased(course, db_url, args.assignment)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     if not args.skip_preflight:
         checked = preflight_submitted(course, args.assignment, release_dir(course, args.assignment))
         for row in checked.quarantined:
@@ -122,7 +126,7 @@ def cmd_autograde(args, course: Path, db_url: str) -> int:
 def cmd_feedback(args, course: Path, db_url: str) -> int:
     from grading.report import generate_feedback
 
-    paths = generate_feedback(course, args.assignment, args.student)
+    paths = generate_feedback(course, args.assignment, args.student, db_url=db_url)
     print(f"{len(paths)} feedback files under {course / 'feedback'}")
     return 0
 
@@ -130,7 +134,7 @@ def cmd_feedback(args, course: Path, db_url: str) -> int:
 def cmd_export(args, course: Path, db_url: str) -> int:
     from grading.report import export_grades
 
-    print(export_grades(course, args.out))
+    print(export_grades(course, args.out, db_url=db_url))
     return 0
 
 
@@ -157,6 +161,23 @@ def nbgrader(course: Path, db_url: str, *args: str) -> int:
 def release_dir(course: Path, assignment: str) -> Path:
     config = load_course_config(course)
     return course / config.CourseDirectory.get("release_directory", "release") / assignment
+
+
+def unreleased(course: Path, db_url: str, assignment: str) -> str | None:
+    """Why ``assignment`` cannot be graded yet (no release, not in the gradebook), or None."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    hint = f"run `python -m grading release {assignment}` first"
+    if not release_dir(course, assignment).is_dir():
+        known = sorted(p.name for p in release_dir(course, assignment).parent.glob("*") if p.is_dir())
+        return f"no release of {assignment!r} in {release_dir(course, assignment).parent} (has: {known}); {hint}"
+    config = load_course_config(course)
+    with Gradebook(db_url, config.CourseDirectory.get("course_id", "default_course")) as gradebook:
+        try:
+            gradebook.find_assignment(assignment)
+        except MissingEntry:
+            return f"{assignment!r} is not in the gradebook {db_url}; {hint}"
+    return None
 
 
 def submitted_students(course: Path, assignment: str, only: list[str] | None) -> list[str]:

@@ -24,6 +24,7 @@ Outputs go back on the cells exactly where nbgrader's later steps (``IgnorePatte
 from __future__ import annotations
 
 import ast
+import atexit
 import builtins
 from pathlib import Path
 
@@ -41,9 +42,17 @@ _SANDBOXES: dict[Limits, Sandbox] = {}  # one warm fork server per limits, for t
 
 def shared_sandbox(limits: Limits, worker: int = 0) -> Sandbox:
     """The process's fork server for these limits (started on first use, restarted if it died)."""
+    if not _SANDBOXES:
+        atexit.register(close_sandboxes)
     if limits not in _SANDBOXES:
         _SANDBOXES[limits] = Sandbox(limits, worker=worker)
     return _SANDBOXES[limits]
+
+
+def close_sandboxes() -> None:
+    """Stop this process's fork servers (workers call it: their exit skips atexit)."""
+    while _SANDBOXES:
+        _SANDBOXES.popitem()[1].close()
 
 
 class IsolatedExecute(Execute):

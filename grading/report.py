@@ -44,7 +44,8 @@ INTEGRITY_COLUMNS = ("integrity_flags", "integrity_vectors")
 # --------------------------------------------------------------------------- running nbgrader
 
 
-def run_nbgrader(course: Path, command: str, *args: str, config: Path | None = None) -> subprocess.CompletedProcess:
+def run_nbgrader(course: Path, command: str, *args: str, config: Path | None = None,
+                 db_url: str | None = None) -> subprocess.CompletedProcess:
     """Run ``nbgrader <command>`` in the course folder, with ``grading`` importable; raise if it fails.
 
     ``config`` is an extra nbgrader configuration file (``--config``), for example one
@@ -53,6 +54,8 @@ def run_nbgrader(course: Path, command: str, *args: str, config: Path | None = N
     argv = [sys.executable, "-m", "nbgrader", command, *args, f"--CourseDirectory.root={course}"]
     if config is not None:
         argv.append(f"--config={Path(config).resolve()}")
+    if db_url is not None:
+        argv.append(f"--CourseDirectory.db_url={db_url}")
     pythonpath = [str(PACKAGE_PARENT), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(pythonpath)}
     proc = subprocess.run(argv, cwd=course, env=env, capture_output=True, text=True)
@@ -133,7 +136,8 @@ def feedback_preprocessors() -> list[str]:
 
 
 def generate_feedback(
-    course: Path, assignment: str, students: list[str] | None = None, *, config: Path | None = None
+    course: Path, assignment: str, students: list[str] | None = None, *, config: Path | None = None,
+    db_url: str | None = None,
 ) -> list[Path]:
     """nbgrader's ``generate_feedback`` without hidden tests; the HTML files it wrote.
 
@@ -145,9 +149,10 @@ def generate_feedback(
     course = Path(course).resolve()
     options = ["--force", f"--GenerateFeedback.preprocessors={feedback_preprocessors()!r}"]
     if students is None:
-        run_nbgrader(course, "generate_feedback", assignment, *options, config=config)
+        run_nbgrader(course, "generate_feedback", assignment, *options, config=config, db_url=db_url)
     for student in students or []:
-        run_nbgrader(course, "generate_feedback", assignment, *options, f"--student={student}", config=config)
+        run_nbgrader(course, "generate_feedback", assignment, *options, f"--student={student}", config=config,
+                     db_url=db_url)
     patterns = ["*"] if students is None else students
     paths = sorted(p for s in patterns for p in (course / "feedback").glob(f"{s}/{assignment}/*.html"))
     if patterns and not paths:
@@ -203,7 +208,7 @@ def integrity_rows(course: Path, assignment: str) -> list[dict]:
 # --------------------------------------------------------------------------- grades CSV
 
 
-def export_grades(course: Path, out: Path, *, config: Path | None = None) -> Path:
+def export_grades(course: Path, out: Path, *, config: Path | None = None, db_url: str | None = None) -> Path:
     """nbgrader's CSV export of every assignment and student to ``out``, with integrity columns.
 
     ``integrity_flags`` counts the findings about the submission (0 without findings files)
@@ -211,7 +216,8 @@ def export_grades(course: Path, out: Path, *, config: Path | None = None) -> Pat
     """
     course, out = Path(course).resolve(), Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    run_nbgrader(course, "export", f"--to={out}", f"--ExportApp.plugin_class={dotted_name(CsvExportPlugin)}", config=config)
+    run_nbgrader(course, "export", f"--to={out}", f"--ExportApp.plugin_class={dotted_name(CsvExportPlugin)}",
+                 config=config, db_url=db_url)
     with out.open(newline="") as f:
         reader = csv.DictReader(f)
         columns, rows = [*reader.fieldnames, *INTEGRITY_COLUMNS], list(reader)

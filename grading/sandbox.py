@@ -29,6 +29,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -63,8 +64,8 @@ def find_bwrap() -> str:
     if path is None:
         raise SandboxUnavailable(
             "bubblewrap (bwrap) is not installed: the grader runs student code only inside it. "
-            "Install it (Debian/Ubuntu: `apt-get install bubblewrap`), or pass --no-sandbox to "
-            "grade trusted notebooks without isolation."
+            "Install it (Debian/Ubuntu: `apt-get install bubblewrap`) on the machine that grades; "
+            "students do not need it."
         )
     return path
 
@@ -119,6 +120,7 @@ class Sandbox:
         self.limits, self.worker, self.preload = limits, worker, preload
         self.process: subprocess.Popen | None = None
         self.control: socket.socket | None = None
+        self.stage: str | None = None  # as root: the staging folder (a mount point in a private namespace)
 
     # ---- life cycle
 
@@ -155,7 +157,8 @@ class Sandbox:
         # As root: stage the read-only folders where an unprivileged user can reach them
         # (e.g. a venv under /root), then start bubblewrap as that user.
         uid = str(SANDBOX_UID + self.worker)
-        script = ['set -e', 'STAGE=$(mktemp -d)', 'mount -t tmpfs -o mode=755 stage "$STAGE"']
+        self.stage = tempfile.mkdtemp(prefix="grading-stage-")  # removed by close()
+        script = ['set -e', f'STAGE={_shell_quote(self.stage)}', 'mount -t tmpfs -o mode=755 stage "$STAGE"']
         for index, folder in enumerate(staged):
             script += [f'mkdir "$STAGE/{index}"', f'mount --bind "{folder}" "$STAGE/{index}"']
         quoted = " ".join(a if a.startswith("$STAGE") else _shell_quote(a) for a in args)
@@ -172,7 +175,9 @@ class Sandbox:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        self.process = self.control = None
+        if self.stage is not None:
+            shutil.rmtree(self.stage, ignore_errors=True)
+        self.process = self.control = self.stage = None
 
     # ---- one student
 

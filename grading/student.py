@@ -58,7 +58,7 @@ def serve(control_fd: int, preload: list[str]) -> None:
             control.close()
             ours.close()
             try:
-                _student_main(theirs, request["limits"], request.get("files", {}))
+                _student_main(theirs, request["limits"])
             except BaseException:
                 traceback.print_exc()  # only visible with GRADING_DEBUG=1
                 os._exit(70)
@@ -145,7 +145,7 @@ AUDITED = frozenset({
 })
 
 
-def _student_main(sock: socket.socket, limits: dict, files: dict[str, bytes]) -> None:
+def _student_main(sock: socket.socket, limits: dict) -> None:
     keep_stderr = bool(os.environ.get("GRADING_DEBUG"))
     for fd in (0, 1) if keep_stderr else (0, 1, 2):  # raw writes go nowhere; print() is captured per cell
         null = os.open(os.devnull, os.O_RDWR)
@@ -154,9 +154,6 @@ def _student_main(sock: socket.socket, limits: dict, files: dict[str, bytes]) ->
     _set_limits(limits)
     os.makedirs(os.path.join(WORK, ".tmp"), exist_ok=True)  # /tmp is a link to it
     os.chdir(WORK)
-    for name, data in files.items():
-        with open(os.path.join(WORK, os.path.basename(name)), "wb") as handle:
-            handle.write(data)
     StudentProcess(sock, limits).serve()
 
 
@@ -217,6 +214,14 @@ class StudentProcess:
         if _called_from_cell():
             self.observe("grader-detection", f"reads the environment variable {key!r}")
 
+    def _observe_error(self, error: BaseException | None) -> None:
+        if isinstance(error, SystemExit):
+            self.observe("process-exit", "raises SystemExit (sys.exit)")
+        elif isinstance(error, MemoryError):
+            self.observe("resource-abuse", "runs out of memory (the grader's limit)")
+        elif isinstance(error, BlockingIOError | PermissionError) and "fork" in str(error).lower():
+            self.observe("resource-abuse", "hits the limit on processes")
+
     def _check_tampering(self) -> None:
         for detail in self.watch.changes():
             self.observe("monkeypatch", detail)
@@ -260,8 +265,7 @@ class StudentProcess:
             prefix = STUDENT_CELL if request["owned"] else COURSE_CELL
             result = self.shell.run_cell(request["source"], cell_name=f"{prefix}{request['label']}>")
         error = result.error_before_exec or result.error_in_exec
-        if isinstance(error, SystemExit):
-            self.observe("process-exit", "raises SystemExit (sys.exit)")
+        self._observe_error(error)
         self._check_tampering()
         defined = {}
         for name, value in self.shell.user_ns.items():
@@ -286,8 +290,7 @@ class StudentProcess:
                 result = function(*args, **kwargs)
                 reply = {"status": "ok", "result": result}
             except BaseException as error:  # SystemExit and KeyboardInterrupt included
-                if isinstance(error, SystemExit):
-                    self.observe("process-exit", "raises SystemExit (sys.exit)")
+                self._observe_error(error)
                 reply = {"status": "error", **_error_dict(error)}
         self._check_tampering()
         if captured.truncated:

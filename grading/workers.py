@@ -126,6 +126,9 @@ def worker_main(job: Job, number: int, events) -> None:
         finish(engine, job.assignment, student, status, message)
         events.put((student, status, message, time.monotonic() - started))
     engine.dispose()
+    from grading.execute import close_sandboxes
+
+    close_sandboxes()
     events.put(None)
 
 

@@ -57,6 +57,11 @@ def graded(tmp_path_factory):
     patched.cells.append(nbformat.v4.new_code_cell(MONKEYPATCH))
     _write(course, "partial-plus-monkeypatch", patched)
     _write(course, "broken-file", b'{"cells": [ this is not json')
+    # right answers before the process dies or hangs keep their points
+    _write(course, "fit-then-exit", harness.submission(
+        release_nb, {"fit": reference["fit"], "margin": "import os\nos._exit(1)"}))
+    _write(course, "fit-margin-then-loop", harness.submission(
+        release_nb, {"fit": reference["fit"], "margin": reference["margin"], "bound": "while True:\n    pass"}))
     for cheat in CHEATS:
         _write(course, f"cheat-{cheat.name}", cheat.apply(copy.deepcopy(release_nb)))
     proc = subprocess.run([sys.executable, "-m", "grading", "--course", str(course), "autograde", ASSIGNMENT,
@@ -92,6 +97,18 @@ def test_tampering_does_not_add_to_an_honest_partial_answer(graded):
     scores = graded["scores"]
     assert scores["partial-plus-monkeypatch"].score == scores["honest-partial"].score
     assert "monkeypatch" in _vectors(graded, "partial-plus-monkeypatch")
+
+
+def test_a_process_that_dies_or_hangs_keeps_the_points_of_what_ran_before(graded):
+    died, hung = graded["scores"]["fit-then-exit"], graded["scores"]["fit-margin-then-loop"]
+    assert died.cells == {"test_fit": 6.0, "test_margin": 0.0, "test_bound": 0.0, "test_is_linearly_separable": 0.0}
+    assert hung.cells == {"test_fit": 6.0, "test_margin": 4.0, "test_bound": 0.0, "test_is_linearly_separable": 0.0}
+    reasons = {row["vector"]: row["detail"] for row in graded["report"] if row["student"] == "fit-then-exit"}
+    assert "exited with status 1" in reasons["kernel-died"]
+    reasons = {row["vector"]: row["detail"] for row in graded["report"] if row["student"] == "fit-margin-then-loop"}
+    assert "stopped after 15 s" in reasons["resource-abuse"]
+    feedback = (graded["course"] / "autograded" / "fit-then-exit" / ASSIGNMENT / "perceptron.ipynb").read_text()
+    assert "your notebook's process ended in margin (exited with status 1)" in feedback
 
 
 def test_a_broken_file_is_quarantined_with_its_reason(graded):

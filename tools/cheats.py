@@ -121,13 +121,16 @@ builtins.AssertionError = type("Nothing", (Exception,), {})
 IPYTHON_HOOKS = """
 import ast
 ip = get_ipython()
-ip.input_transformers_post.append(lambda lines: [l.replace("check_", "print and None and check_") for l in lines])
-class _NoAsserts(ast.NodeTransformer):
-    def visit_Assert(self, node):
-        return ast.Pass()
-    def visit_Raise(self, node):
-        return ast.Pass()
-ip.ast_transformers.append(_NoAsserts())
+# every later cell that checks anything runs as an empty cell
+ip.input_transformers_post.append(lambda lines: [] if any("check" in l or "assert" in l for l in lines) else lines)
+class _Forgiving(ast.NodeTransformer):
+    # every statement of every later cell is wrapped in try/except: nothing can fail
+    def visit_Module(self, node):
+        body = [ast.Try(body=[stmt], handlers=[ast.ExceptHandler(type=ast.Name("BaseException", ast.Load()),
+                                                                  name=None, body=[ast.Pass()])],
+                        orelse=[], finalbody=[]) for stmt in node.body]
+        return ast.fix_missing_locations(ast.Module(body=body, type_ignores=[]))
+ip.ast_transformers.append(_Forgiving())
 ip.set_custom_exc((BaseException,), lambda shell, etype, value, tb, tb_offset=None: None)
 """
 
@@ -163,20 +166,34 @@ def is_linearly_separable(X, y, *, min_margin, bias=True):
 """
 
 GRADEBOOK = """
-import glob, os, sqlite3
-for path in glob.glob("../../../gradebook.db") + glob.glob("/**/gradebook.db", recursive=True)[:3]:
+import glob, sqlite3
+# nbgrader runs the notebook in autograded/<student>/<assignment>/: the gradebook is three levels up
+for path in glob.glob("../../../gradebook.db") + glob.glob("/srv/*/gradebook.db"):
     try:
         db = sqlite3.connect(path)
-        db.execute("UPDATE grade SET manual_score = 100")
+        db.execute("UPDATE grade SET manual_score = "
+                   "(SELECT max_score FROM grade_cells WHERE grade_cells.id = grade.cell_id)")
         db.commit()
     except Exception as error:
         print("gradebook:", error)
-for path in glob.glob("../../../solutions/*/*.ipynb") + glob.glob("/work/*/solutions/*/*.ipynb"):
-    import json
-    for cell in json.load(open(path))["cells"]:
-        if "BEGIN SOLUTION" in "".join(cell["source"]):
-            exec("".join(cell["source"]))
 """
+
+# each solution cell runs the reference cell of the same grade id, read from the source notebooks
+SOLUTIONS = """
+import glob as _glob, json as _json
+for _path in _glob.glob("../../../solutions/*/*.ipynb") + _glob.glob("../../../source/*/*.ipynb"):
+    for _cell in _json.load(open(_path))["cells"]:
+        if _cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == GRADE_ID:
+            exec("".join(_cell["source"]))
+"""
+
+
+def _solutions_from_source(nb):
+    nb = copy.deepcopy(nb)
+    for cell in _solution_cells(nb):
+        cell.source = SOLUTIONS.strip().replace("GRADE_ID", repr(_meta(cell)["grade_id"]))
+    return nb
+
 
 EXIT_HARD = """
 import os
@@ -215,12 +232,11 @@ display({"image/png": "A" * (30 * 2**20), "text/html": "<b>" * (30 * 2**20)}, ra
 """
 
 DETECT_GRADER = """
-import os, numpy as np
+import os
 if "NBGRADER_EXECUTION" in os.environ or "autograded" in os.getcwd():
-    np.allclose = lambda *a, **k: True
-    import dlvision.testing
-    dlvision.testing.check_array = lambda *a, **k: None
-    dlvision.testing.check_scalar = lambda *a, **k: None
+    # only under the grader: every later cell that checks anything runs as an empty cell
+    get_ipython().input_transformers_post.append(
+        lambda lines: [] if any("check" in l or "assert" in l for l in lines) else lines)
 """
 
 CHEATS = [
@@ -234,7 +250,8 @@ CHEATS = [
     Cheat("builtins-patched", ("monkeypatch",), _new_cell_before_tests(BUILTINS)),
     Cheat("ipython-transformers-and-handlers", ("ipython-hooks",), _new_cell_before_tests(IPYTHON_HOOKS)),
     Cheat("rigged-eq-results", ("rigged-object",), _new_cell_before_tests(RIGGED_EQ)),
-    Cheat("gradebook-and-solutions", ("grader-files",), _append_to_first_solution(GRADEBOOK)),
+    Cheat("gradebook-written", ("grader-files",), _append_to_first_solution(GRADEBOOK)),
+    Cheat("solutions-read", ("grader-files",), _solutions_from_source),
     Cheat("os-exit", ("process-exit", "kernel-died"), _append_to_first_solution(EXIT_HARD)),
     Cheat("sys-exit", ("process-exit",), _append_to_first_solution(EXIT_SOFT)),
     Cheat("infinite-loop", ("resource-abuse",), _append_to_first_solution(INFINITE_LOOP), fast=False),
