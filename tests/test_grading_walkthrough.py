@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
 import shlex
 import subprocess
@@ -34,6 +35,9 @@ def test_the_book_shows_the_readme_walkthrough():
 def walked(tmp_path_factory):
     work = tmp_path_factory.mktemp("walkthrough")
     course = harness.make_course(work / "course", ASSIGNMENT)
+    # the README runs these from the repository root; here they run in a scratch folder
+    # (for example.zip and grades.csv), with the repository importable as from its root
+    env = {**os.environ, "PYTHONPATH": str(harness.REPO)}
     runs = []
     for command in walkthrough_commands(README.read_text(), "<!-- walkthrough"):
         argv = shlex.split(command)
@@ -43,7 +47,7 @@ def walked(tmp_path_factory):
             argv[3:3] = ["--course", str(course)]  # the scratch course, not the repository
         else:
             argv[1] = str(harness.REPO / argv[1])
-        proc = subprocess.run(argv, cwd=work, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=900)
         runs.append((command, proc))
     return {"work": work, "course": course, "runs": runs}
 
