@@ -4,9 +4,9 @@ One :class:`Sandbox` is a long-lived ``bwrap`` process running the fork server o
 :mod:`grading.student`; each notebook gets a fresh student process forked from it.
 What the student's process can reach:
 
-* **files**: the Python installation and the course library, read-only, and an empty
-  scratch folder ``/scratch`` (a tmpfs wiped between students; ``/tmp`` points into
-  it), the only place it can write. The course folder with
+* **files**: the Python installation and the course library, read-only, and two empty
+  folders, ``/scratch`` (its working folder) and ``/tmp``: private tmpfs wiped between
+  students, the only places it can write. The course folder with
   ``solutions/``, the gradebook and the other submissions is not in its file system.
 * **network**: none. It has its own network namespace with only a loopback that is
   down, so even ``127.0.0.1`` refuses.
@@ -138,20 +138,22 @@ class Sandbox:
         grading_dir = str(Path(__file__).resolve().parent)
         read_only = _read_only_folders()
         root = os.geteuid() == 0
-        args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", *_system_binds()]
-        staged = []
+        size = str(self.limits.file_bytes * 4)
+        # writable: only /scratch and /tmp, two private tmpfs that the server wipes between students
+        args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", *_system_binds(),
+                "--size", size, "--tmpfs", "/tmp", "--size", size, "--tmpfs", "/scratch"]
+        staged, targets = [], []
         for index, folder in enumerate([*read_only, grading_dir]):
             source = f"$STAGE/{index}" if root else folder
             target = f"{GRADING_MOUNT}/grading" if folder == grading_dir else folder
-            args += ["--ro-bind", source, target]
+            args += ["--ro-bind", source, target]  # a venv under /tmp lands on the tmpfs: kept by the wipe
             staged.append(folder)
-        # the only writable folder is /scratch (/tmp points into it); everything else is read-only
-        args += ["--proc", "/proc", "--dev", "/dev", "--size", str(self.limits.file_bytes * 4), "--tmpfs", "/scratch",
-                 "--symlink", "/scratch/.tmp", "/tmp", "--remount-ro", "/", "--chdir", "/scratch", "--clearenv"]
+            targets.append(target)
+        args += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/", "--chdir", "/scratch", "--clearenv"]
         for key, value in _environment().items():
             args += ["--setenv", key, value]
         args += [os.path.join(sys.prefix, "bin", "python"), "-m", "grading.student", str(control_fd),
-                 ",".join(self.preload)]
+                 ",".join(self.preload), os.pathsep.join(targets)]
         if not root:
             return args
         # As root: stage the read-only folders where an unprivileged user can reach them

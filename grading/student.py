@@ -22,6 +22,7 @@ import io
 import os
 import pickle
 import resource
+import shutil
 import signal
 import socket
 import sys
@@ -38,7 +39,7 @@ COURSE_CELL = "<course cell "  # instructor cells (setup, data) that also run he
 # --------------------------------------------------------------------------- fork server
 
 
-def serve(control_fd: int, preload: list[str]) -> None:
+def serve(control_fd: int, preload: list[str], mounted: list[str]) -> None:
     for module in preload:
         try:
             __import__(module)
@@ -68,7 +69,8 @@ def serve(control_fd: int, preload: list[str]) -> None:
         ours.close()
         status = _wait_for(pid, control)
         _kill_leftovers()
-        _wipe(WORK)
+        _wipe(WORK, mounted)
+        _wipe("/tmp", mounted)
         wire.send_bytes(control, pickle.dumps({"exit": status}))
 
 
@@ -120,13 +122,18 @@ def _kill_leftovers() -> None:
         time.sleep(0.01)
 
 
-def _wipe(folder: str) -> None:
-    for root, dirs, files in os.walk(folder, topdown=False):
-        for name in files:
-            _ignore_errors(os.unlink, os.path.join(root, name))
-        for name in dirs:
-            path = os.path.join(root, name)
-            _ignore_errors(os.unlink if os.path.islink(path) else os.rmdir, path)
+def _wipe(folder: str, mounted: list[str]) -> None:
+    """Delete everything in ``folder`` except the read-only mounts (and the folders leading to them)."""
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if path in mounted:
+            continue
+        if any(m.startswith(path + "/") for m in mounted):
+            _wipe(path, mounted)
+        elif os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            _ignore_errors(os.unlink, path)
 
 
 def _ignore_errors(function, *args):
@@ -152,7 +159,6 @@ def _student_main(sock: socket.socket, limits: dict) -> None:
         os.dup2(null, fd)
         os.close(null)
     _set_limits(limits)
-    os.makedirs(os.path.join(WORK, ".tmp"), exist_ok=True)  # /tmp is a link to it
     os.chdir(WORK)
     StudentProcess(sock, limits).serve()
 
@@ -537,4 +543,4 @@ class _RecordingEnviron(dict):
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), [m for m in sys.argv[2].split(",") if m])
+    serve(int(sys.argv[1]), [m for m in sys.argv[2].split(",") if m], sys.argv[3].split(os.pathsep))
