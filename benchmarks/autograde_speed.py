@@ -74,7 +74,8 @@ def make_submissions(assignment: str, n: int) -> dict[str, tuple[str, bytes]]:
 
     def add(kind: str, index: int, nb_or_bytes) -> None:
         data = nb_or_bytes if isinstance(nb_or_bytes, bytes) else nbformat.writes(nb_or_bytes).encode()
-        out[f"{kind.split(':')[0]}-{index:03d}"] = (kind, data)
+        prefix = kind.split(":")[0]
+        out[f"{prefix}-{sum(1 for k in out if k.startswith(prefix + '-')):03d}"] = (kind, data)
 
     for i in range(counts["correct"]):
         add("correct", i, harness.submission(release_nb, reference))
@@ -138,6 +139,11 @@ def auto_scores(course: Path, assignment: str, students: list[str]) -> dict[str,
     return result
 
 
+def total(points: dict[str, float | None]) -> float:
+    """Autograded points of a submission (a cell nbgrader could not grade counts 0)."""
+    return sum(v or 0 for v in points.values())
+
+
 def caught_by_score(kind: str, result, blank_score: float) -> bool:
     """A cheat is defeated when it scores no more than an unanswered notebook; a forbidden
     library operation, when the tests of the exercise that uses it score 0."""
@@ -188,12 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     cheaters = [s for s in students if kinds[s].startswith("cheat:")]
     caught = [s for s in cheaters if s in after and s in flagged and caught_by_score(kinds[s], after[s], blank_score)]
     good_graded = all(s in after for s in students if kinds[s] != "broken")
-    overwritten = sum(1 for s in honest if s in before and before[s].score != sum(auto_before[s].values()))
+    overwritten = sum(1 for s in honest if s in before and before[s].score != total(auto_before[s]))
 
     print("\nvector                          stock: autograded / shown   pipeline   flagged")
     first_of_each = {kinds[s]: s for s in reversed(cheaters)}
     for s in sorted(first_of_each.values()):
-        b = (f"{sum(auto_before[s].values()):g} / {before[s].score:g}" if s in before else "not graded")
+        b = (f"{total(auto_before[s]):g} / {before[s].score:g}" if s in before else "not graded")
         a = f"{after[s].score:g}/{after[s].max_score:g}" if s in after else "not graded"
         print(f"{kinds[s][6:]:32s}{b:>26s}  {a:>9s}   {'yes' if s in flagged else 'NO'}")
     print(f"stock: {overwritten} honest submissions show a score other than their autograded one "

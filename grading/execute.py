@@ -35,7 +35,7 @@ from traitlets import Bool, Float, Integer
 from grading import scan
 from grading.findings import Finding, write_findings
 from grading.remote import StudentFunction, StudentProcessGone, StudentSession
-from grading.sandbox import Limits, Sandbox
+from grading.sandbox import Limits, Sandbox, SandboxUnavailable
 
 _SANDBOXES: dict[Limits, Sandbox] = {}  # one warm fork server per limits, for the whole process
 
@@ -80,6 +80,8 @@ class IsolatedExecute(Execute):
         run = NotebookRun(nb, shared_sandbox(self.limits(), self.worker), self.limits(), rules, exports)
         try:
             findings = run.execute()
+        except SandboxUnavailable:  # the grading machine's fault, not the student's: no silent zeros
+            raise
         except Exception as error:  # a grader failure must not stop the batch: this notebook is marked
             self.log.exception("grading %s of %s failed", notebook, info.get("student"))
             findings = [Finding("kernel-died", "", f"the grader failed on this notebook: {error!r}", "sandbox")]
