@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -71,7 +70,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_release(args, course: Path, db_url: str) -> int:
-    return nbgrader(course, db_url, "generate_assignment", args.assignment, "--force")
+    from grading.report import run_nbgrader
+
+    try:
+        run_nbgrader(course, "generate_assignment", args.assignment, "--force", db_url=db_url)
+    except RuntimeError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"released {args.assignment}: {release_dir(course, args.assignment)}, gradebook {db_url}")
+    return 0
 
 
 def cmd_collect(args, course: Path, db_url: str) -> int:
@@ -151,11 +158,6 @@ COMMANDS = {"release": cmd_release, "collect": cmd_collect, "autograde": cmd_aut
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def nbgrader(course: Path, db_url: str, *args: str) -> int:
-    command = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.db_url={db_url}"]
-    return subprocess.run(command, cwd=course).returncode
 
 
 def release_dir(course: Path, assignment: str) -> Path:

@@ -47,9 +47,7 @@ def graded(tmp_path_factory):
         config.write("c.IsolatedExecute.cell_seconds = 15\nc.IsolatedExecute.notebook_seconds = 60\n")
     release = harness.generate_release(course, ASSIGNMENT)
     release_nb = nbformat.read(release / "perceptron.ipynb", as_version=4)
-    source_nb = nbformat.read(REPO / "solutions" / ASSIGNMENT / "perceptron.ipynb", as_version=4)
-    reference = {harness.nbgrader_meta(c)["grade_id"]: harness.reference_code(c.source)
-                 for c in source_nb.cells if harness.is_solution_cell(c)}
+    reference = harness.reference_codes(REPO / "solutions" / ASSIGNMENT / "perceptron.ipynb")
     _write(course, "honest-blank", release_nb)
     _write(course, "honest-reference", harness.submission(release_nb, reference))
     _write(course, "honest-partial", _partial(release_nb, reference))

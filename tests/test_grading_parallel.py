@@ -22,16 +22,10 @@ ASSIGNMENT = "ch01_perceptron"
 REFERENCE_POINTS, FIT_POINTS = 20.0, 6.0
 
 
-def _reference_codes() -> dict[str, str]:
-    source = nbformat.read(harness.SOLUTIONS / ASSIGNMENT / "perceptron.ipynb", as_version=4)
-    return {harness.nbgrader_meta(c)["grade_id"]: harness.reference_code(c.source)
-            for c in source.cells if harness.is_solution_cell(c)}
-
-
 def _class(course, counts: dict[str, int]) -> dict[str, float | None]:
     """Write submissions; student id -> the score it must get (None: must be quarantined)."""
     release = nbformat.read(course / "exercises" / ASSIGNMENT / "perceptron.ipynb", as_version=4)
-    codes = _reference_codes()
+    codes = harness.reference_codes(harness.SOLUTIONS / ASSIGNMENT / "perceptron.ipynb")
     kinds = {
         "reference": (harness.submission(release, codes), REFERENCE_POINTS),
         "partial": (harness.submission(release, {"fit": codes["fit"]}), FIT_POINTS),

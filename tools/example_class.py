@@ -30,8 +30,7 @@ def example_zip(assignment: str, out: Path) -> Path:
     if not release.is_file():
         raise SystemExit(f"no release notebook {release}: run `python tools/release.py` first")
     release_nb = nbformat.read(release, as_version=4)
-    reference = {harness.nbgrader_meta(c)["grade_id"]: harness.reference_code(c.source)
-                 for c in nbformat.read(source, as_version=4).cells if harness.is_solution_cell(c)}
+    reference = harness.reference_codes(source)
     first = next(iter(reference))
     files = {
         f"doejane_1001_50001_{source.name}": nbformat.writes(harness.submission(release_nb, reference)),

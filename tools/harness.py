@@ -80,6 +80,12 @@ def reference_code(source: str) -> str:
     return _SOLUTION_MARKER.sub("", source)
 
 
+def reference_codes(source_notebook: Path) -> dict[str, str]:
+    """The reference code of each solution cell of a source notebook, by grade id."""
+    nb = nbformat.read(source_notebook, as_version=4)
+    return {nbgrader_meta(c)["grade_id"]: reference_code(c.source) for c in nb.cells if is_solution_cell(c)}
+
+
 # --------------------------------------------------------------------------- mutants
 
 
@@ -246,10 +252,7 @@ def variant_codes(assignment: str, mutants: list[Mutant]) -> dict[str, dict[str,
     """For each variant, for each notebook, the code of each solution cell it fills in."""
     refs = {}
     for path in source_notebooks(assignment):
-        nb = nbformat.read(path, as_version=4)
-        refs[path.name] = {
-            nbgrader_meta(c)["grade_id"]: reference_code(c.source) for c in nb.cells if is_solution_cell(c)
-        }
+        refs[path.name] = reference_codes(path)
     variants = {
         BLANK: {name: {} for name in refs},
         REFERENCE: refs,
