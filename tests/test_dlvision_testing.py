@@ -81,3 +81,82 @@ def test_check_type():
     check_type("w", np.zeros(2), np.ndarray, quiet=True)
     with pytest.raises(AssertionError, match="expected a ndarray or Tensor, got list"):
         check_type("w", [0.0], (np.ndarray, torch.Tensor))
+
+
+# --------------------------------------------------------------------------- the student's objects
+# In a notebook (no grader runner installed) these are plain calls and copies; the grader's
+# side is tested in tests/test_grading_*.py.
+
+from dlvision import testing as _testing  # noqa: E402
+from dlvision.testing import (  # noqa: E402
+    beside,
+    call_unchanged,
+    fetch,
+    forward_backward,
+    module_facts,
+    optimizer_facts,
+    student_copy,
+)
+
+
+def _net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Flatten(), torch.nn.Linear(18, 3))
+
+
+def test_without_a_grader_beside_is_a_plain_call_and_copies_are_deep():
+    assert _testing._runner is None
+    assert beside(lambda a, b=1: a + b, 2, b=3) == 5
+    x = np.arange(3.0)
+    copied = student_copy(x)
+    copied += 1
+    assert x.tolist() == [0.0, 1.0, 2.0]
+    assert fetch(copied) is not copied and fetch(copied).tolist() == [1.0, 2.0, 3.0]
+
+
+def test_module_facts_lists_parameters_buffers_flags_and_submodules():
+    net = _net()
+    net[0].weight.requires_grad_(False)
+    net[1].eval()
+    facts = module_facts(net)
+    assert facts["type"] == "torch.nn.modules.container.Sequential"
+    assert list(facts["parameters"]) == [n for n, _ in net.named_parameters()]
+    assert facts["requires_grad"]["0.weight"] is False and facts["requires_grad"]["3.bias"] is True
+    assert set(facts["buffers"]) == {"1.running_mean", "1.running_var", "1.num_batches_tracked"}
+    assert facts["modules"]["1"] == {"type": "torch.nn.modules.batchnorm.BatchNorm2d", "training": False}
+    assert facts["training"] is True and facts["grads"]["3.weight"] is None
+    facts["parameters"]["3.weight"].zero_()  # copies: the module is untouched
+    assert net[3].weight.abs().sum() > 0
+
+
+def test_forward_backward_matches_autograd_and_leaves_the_input_alone():
+    net, x = _net(), torch.randn(2, 1, 5, 5)
+    got = forward_backward(net, x, grad_output=torch.full((2, 3), 2.0))
+    assert x.grad is None and not x.requires_grad
+    x2 = x.clone().requires_grad_(True)
+    _net()(x2).mul(2.0).sum().backward()
+    torch.testing.assert_close(got["input_grads"][0], x2.grad)
+    assert got["output"].shape == (2, 3) and got["parameter_grads"]["0.weight"].shape == (2, 1, 3, 3)
+
+
+def test_optimizer_facts_name_each_groups_parameters():
+    net = _net()
+    opt = torch.optim.SGD([{"params": net[0].parameters(), "lr": 0.1}, {"params": net[3].parameters()}], lr=0.01)
+    facts = optimizer_facts(opt, net)
+    assert facts[0]["parameters"] == ["0.weight", "0.bias"] and facts[0]["lr"] == 0.1
+    assert facts[1]["parameters"] == ["3.weight", "3.bias"] and facts[1]["lr"] == 0.01
+    assert optimizer_facts([{"params": [torch.zeros(1)], "lr": 1.0}], net)[0]["parameters"] == ["?"]
+
+
+def test_call_unchanged_names_in_place_changes_and_aliases():
+    def in_place(x):
+        x *= 2
+        return x
+
+    with pytest.raises(AssertionError, match="argument 1 was changed in place.*shares its memory"):
+        call_unchanged("double", in_place, np.ones(3))
+    with pytest.raises(AssertionError, match="the result is argument 1"):
+        call_unchanged("view", lambda t: t.view(-1), torch.ones(2, 2))
+    with pytest.raises(AssertionError, match="argument w= was changed"):
+        call_unchanged("kw", lambda *, w: w.append(1), w=[0])
+    assert call_unchanged("copy", lambda x: x * 2, np.ones(2)).tolist() == [2.0, 2.0]
