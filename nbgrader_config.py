@@ -17,7 +17,7 @@ c.CourseDirectory.course_id = "dlvr"
 c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "exercises"
 
-# The mutant catalogue and caches stay with the instructor: never copied into a release.
+# The mutant catalogue, the mutation reports and caches stay with the instructor: never copied into a release.
 c.CourseDirectory.ignore = [
     ".ipynb_checkpoints",
     "*.pyc",
@@ -25,6 +25,8 @@ c.CourseDirectory.ignore = [
     "feedback",
     "mutants.toml",
     "integrity.toml",
+    "mutation.md",  # the mutation-testing report (tools/mutation.py) and its triage
+    "mutation-triage.toml",
 ]
 
 # Autograding runs each cell with a time limit; training cells in assignments are
