@@ -14,7 +14,7 @@ import torch
 
 from .errors import DLVisionError
 
-__all__ = ["image_grid", "filter_bank", "feature_maps", "decision_regions", "training_curves"]
+__all__ = ["image_grid", "filter_bank", "feature_maps", "decision_regions", "training_curves", "overlay_maps"]
 
 
 def _figure(nrows, ncols, cell=1.3, extra_h=0.0, **kw):
@@ -254,4 +254,62 @@ def training_curves(history, *, title: str | None = None):
             ax.set_xticks(epochs)
     if title:
         fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def overlay_maps(
+    images,
+    maps,
+    *,
+    titles=None,
+    ncols: int = 6,
+    cmap: str = "inferno",
+    alpha: float = 0.55,
+    cell: float = 1.6,
+    title: str | None = None,
+):
+    """Heat maps (saliency, occlusion, Grad-CAM, ...) drawn over their images.
+
+    ``images``: (N, C, H, W) or (C, H, W), float in 0..1 or uint8, C = 1 or 3. ``maps``:
+    (N, h, w) or (h, w), one map per image, any size (each is resized to H x W with bilinear
+    interpolation for display, and stretched to its own 0..1 range). ``titles``: one string
+    per image. A map that is all one value is drawn as zeros.
+    """
+    x = _np(images)
+    m = _np(maps).astype(np.float32)
+    if x.ndim == 3:
+        x = x[None]
+    if m.ndim == 2:
+        m = m[None]
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise DLVisionError(f"overlay_maps: images must have shape (N, C, H, W) with C = 1 or 3, got {x.shape}")
+    if m.ndim != 3 or len(m) != len(x):
+        raise DLVisionError(
+            f"overlay_maps: maps must have shape (N, h, w) with one map per image ({len(x)}), got {m.shape}"
+        )
+    if len(x) == 0:
+        raise DLVisionError("overlay_maps: no images to show")
+    if titles is not None and len(titles) != len(x):
+        raise DLVisionError(f"overlay_maps: {len(titles)} titles for {len(x)} images")
+    if not 0 <= alpha <= 1:
+        raise DLVisionError(f"overlay_maps: alpha must be in [0, 1], got {alpha!r}")
+    h, w = x.shape[2:]
+    up = torch.nn.functional.interpolate(torch.from_numpy(m)[:, None], size=(h, w), mode="bilinear", align_corners=False)
+    up = up[:, 0].numpy()
+    lo, hi = up.min(axis=(1, 2), keepdims=True), up.max(axis=(1, 2), keepdims=True)
+    up = np.where(hi > lo, (up - lo) / np.where(hi > lo, hi - lo, 1), 0.0)
+    n = len(x)
+    ncols = min(ncols, n)
+    fig, axes = _figure(math.ceil(n / ncols), ncols, cell, extra_h=0.4 if title else 0.0)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= n:
+            continue
+        img, grey = _to_display(x[k])
+        ax.imshow(img, cmap=grey, vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(up[k], cmap=cmap, vmin=0, vmax=1, alpha=alpha, interpolation="nearest")
+        if titles is not None:
+            ax.set_title(str(titles[k]), fontsize=8)
+    if title:
+        fig.suptitle(title)
     return fig
