@@ -96,34 +96,54 @@ def test_vgg_parameter_count():
     bn = 2 * (32 + 32 + 64 + 64 + 128 + 128)
     head = 128 * 10 + 10
     assert n_params(VGG()) == convs + bn + head == 288_746
-    small = VGG((8, "M", 16), in_channels=1, num_classes=4, batch_norm=False)
-    assert n_params(small) == (1 * 8 * 9 + 8) + (8 * 16 * 9 + 16) + (16 * 4 + 4)
+    small = VGG((8, "M", 16), in_channels=1, num_classes=4)
+    assert n_params(small) == (1 * 8 * 9 + 2 * 8) + (8 * 16 * 9 + 2 * 16) + (16 * 4 + 4)
     assert small(torch.randn(2, 1, 16, 16)).shape == (2, 4)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in small.modules()) == 2  # batch norm after every convolution
 
 
-def _block(cin, cout, conv_shortcut):
+def _block(cin, cout):
     convs = cin * cout * 9 + cout * cout * 9
     bn = 2 * 2 * cout
-    proj = (cin * cout + 2 * cout) if conv_shortcut and cin != cout else 0
-    return convs + bn + proj
+    return convs + bn  # the shortcut (identity, or subsample and zero-pad) has no parameters
 
 
-@pytest.mark.parametrize("shortcut", ["pad", "conv"])
-def test_resnet_parameter_counts(shortcut):
-    conv = shortcut == "conv"
+def test_resnet_parameter_counts():
     stem = 3 * 16 * 9 + 2 * 16
     head = 64 * 10 + 10
-    r20 = stem + 3 * _block(16, 16, conv) + _block(16, 32, conv) + 2 * _block(32, 32, conv)
-    r20 += _block(32, 64, conv) + 2 * _block(64, 64, conv) + head
-    r8 = stem + _block(16, 16, conv) + _block(16, 32, conv) + _block(32, 64, conv) + head
-    assert n_params(resnet20(shortcut=shortcut)) == r20 == (269_722 if not conv else 272_474)
-    assert n_params(resnet8(shortcut=shortcut)) == r8
-    assert n_params(resnet8()) == 75_290
-    assert resnet8(shortcut=shortcut)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    r20 = stem + 3 * _block(16, 16) + _block(16, 32) + 2 * _block(32, 32) + _block(32, 64) + 2 * _block(64, 64) + head
+    r8 = stem + _block(16, 16) + _block(16, 32) + _block(32, 64) + head
+    assert n_params(resnet20()) == r20 == 269_722
+    assert n_params(resnet8()) == r8 == 75_290
+    assert resnet8()(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     with pytest.raises(ValueError, match="same length"):
         ResNet((1, 1), (16,))
-    with pytest.raises(ValueError, match="shortcut"):
-        ResNet(shortcut="dense")
+
+
+def test_resnet_shortcut_subsamples_and_zero_pads():
+    """The option-A shortcut: with every convolution weight at zero, a block outputs
+    relu(shortcut(x)), i.e. x subsampled by the stride with zero channels appended."""
+    block = ResNet((1, 1), (2, 4), in_channels=2).features[4]  # the second stage's first block: 2 -> 4 channels, stride 2
+    with torch.no_grad():
+        for conv in (block.conv1, block.conv2):
+            conv.weight.zero_()
+    block.eval()
+    x = torch.randn(1, 2, 6, 5)
+    y = block(x)
+    assert y.shape == (1, 4, 3, 3)
+    assert torch.equal(y[:, :2], torch.relu(x[:, :, ::2, ::2])) and torch.equal(y[:, 2:], torch.zeros(1, 2, 3, 3))
+
+
+def test_the_library_holds_no_answer_of_the_chapter_6_assignment():
+    """The assignment asks for residual blocks with projection shortcuts, bottleneck blocks and
+    the VGG paper's stage without batch norm: the library has none of them."""
+    import dlvision.models as models
+
+    assert not any(hasattr(models, name) for name in ("BasicBlock", "Bottleneck", "VGGStage"))
+    net = ResNet((1, 1, 1), (4, 8, 16))
+    assert not any(m.kernel_size == (1, 1) for m in net.modules() if isinstance(m, nn.Conv2d))  # no projection
+    with pytest.raises(TypeError):
+        VGG(batch_norm=False)
 
 
 def test_alexnet_small_parameter_count():

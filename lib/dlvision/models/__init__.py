@@ -10,7 +10,6 @@ from .._lazy import lazy_exports
 _EXPORTS = {
     "VGG": "convnets",
     "AlexNetSmall": "convnets",
-    "BasicBlock": "convnets",
     "ResNet": "convnets",
     "SmallCNN": "convnets",
     "resnet8": "convnets",
