@@ -1,5 +1,6 @@
-"""dlvision.models: exact parameter counts (derived by hand), shapes, LeNet-5's 1998 layers,
-pretrained weights offline, and the book's source model."""
+"""dlvision.models: exact parameter counts (derived by hand), shapes, the modern LeNet-5 (and
+the absence of the 1998 one, which is an exercise), pretrained weights offline, and the book's
+source model."""
 
 import random
 import urllib.error
@@ -11,15 +12,11 @@ import torch.nn as nn
 
 import dlvision as dv
 from dlvision.models import (
-    C3_TABLE,
     VGG,
     AlexNetSmall,
     LeNet5,
-    LeNet5Original,
     ResNet,
     SmallCNN,
-    SparseConv2d,
-    Subsampling,
     resnet8,
     resnet20,
 )
@@ -30,49 +27,20 @@ def n_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
-def test_lenet5_1998_has_60000_parameters():
-    m = LeNet5Original()
-    c1 = (5 * 5 * 1 + 1) * 6  # 156
-    s2 = 2 * 6  # one coefficient and one bias per map: 12
-    c3 = (6 * 3 + 6 * 4 + 3 * 4 + 1 * 6) * 5 * 5 + 16  # 60 connections of 5x5, 16 biases: 1,516
-    s4 = 2 * 16  # 32
-    c5 = (5 * 5 * 16 + 1) * 120  # 48,120
-    f6 = (120 + 1) * 84  # 10,164
-    out = 0  # the RBF codes are fixed (a buffer)
-    assert (s2, c3, s4, f6) == (12, 1516, 32, 10164)
-    assert n_params(m) == c1 + s2 + c3 + s4 + c5 + f6 + out == 60_000
-    assert n_params(m.features[2]) == 12 and n_params(m.features[4]) == 1516 and n_params(m.features[6]) == 32
-    assert m(torch.randn(3, 1, 32, 32)).shape == (3, 10)
-    with pytest.raises(ValueError, match="32, 32"):
-        m(torch.randn(3, 1, 28, 28))
+def test_the_1998_lenet5_is_not_in_the_library():
+    """Chapter 5's assignment asks students to build the 1998 network: the library must not hold it."""
+    import dlvision.models.lenet as lenet_module
 
-
-def test_c3_connection_table_and_sparse_conv():
-    assert len(C3_TABLE) == 16 and sum(len(t) for t in C3_TABLE) == 60
-    assert C3_TABLE[15] == (0, 1, 2, 3, 4, 5) and all(len(set(t)) == len(t) for t in C3_TABLE)
-    conv = SparseConv2d(6, C3_TABLE, 5)
-    w = conv.full_weight()
-    nonzero = (w.abs().sum((2, 3)) > 0).int()
-    expected = torch.zeros(16, 6, dtype=torch.int32)
-    for o, inputs in enumerate(C3_TABLE):
-        expected[o, list(inputs)] = 1
-    assert torch.equal(nonzero, expected)
-    x = torch.randn(2, 6, 14, 14)
-    ref = torch.nn.functional.conv2d(x, w, conv.bias)
-    assert torch.allclose(conv(x), ref, atol=1e-6) and conv(x).shape == (2, 16, 10, 10)
-    out = conv(x).sum()
-    out.backward()
-    assert conv.weight.grad.shape == (60, 5, 5)
-
-
-def test_subsampling_is_a_scaled_sum_plus_bias():
-    s = Subsampling(2)
-    with torch.no_grad():
-        s.weight.copy_(torch.tensor([1.0, 0.5]))
-        s.bias.copy_(torch.tensor([0.0, 1.0]))
-    x = torch.arange(16.0).view(1, 1, 4, 4).repeat(1, 2, 1, 1)
-    y = s(x)
-    assert y[0, 0, 0, 0] == 0 + 1 + 4 + 5 and y[0, 1, 1, 1] == 0.5 * (10 + 11 + 14 + 15) + 1
+    for name in ("LeNet5Original", "C3_TABLE", "SparseConv2d", "Subsampling", "RBFOutput", "ScaledTanh"):
+        with pytest.raises(AttributeError):
+            getattr(dv.models, name)
+        assert not hasattr(lenet_module, name), name
+    assert lenet_module.__all__ == ["LeNet5"]
+    classes = [v for v in vars(lenet_module).values() if isinstance(v, type) and issubclass(v, nn.Module)]
+    assert classes == [LeNet5] or set(classes) == {LeNet5, nn.Module}
+    # no module of the library has the 1998 network's 60,000 parameters
+    for model in (LeNet5(), LeNet5(in_size=28)):
+        assert n_params(model) != 60_000
 
 
 def test_lenet5_modern_has_61706_parameters():
@@ -85,10 +53,35 @@ def test_lenet5_modern_has_61706_parameters():
     for size in (32, 28):
         m = LeNet5(in_size=size)
         assert n_params(m) == c1 + c3 + c5 + f6 + out == 61_706
+        convs = [mod for mod in m.modules() if isinstance(mod, nn.Conv2d)]
+        linears = [mod for mod in m.modules() if isinstance(mod, nn.Linear)]
+        assert [n_params(c) for c in convs] == [c1, c3, c5] and [n_params(f) for f in linears] == [f6, out]
         assert m(torch.randn(2, 1, size, size)).shape == (2, 10)
     assert n_params(LeNet5(num_classes=6, in_channels=3)) == 61_706 + 2 * 25 * 6 - 85 * 4  # C1 reads 3 channels, 6 outputs
     with pytest.raises(ValueError, match="28 or 32"):
         LeNet5(in_size=64)
+
+
+@pytest.mark.parametrize("size", [32, 28])
+def test_lenet5_modern_layers(size):
+    """The modern variant: ReLU, 2x2 max pooling, the 1998 map sizes (28x28 input: C1 pads by 2)."""
+    torch.manual_seed(0)
+    m = LeNet5(in_size=size).eval()
+    x = torch.randn(1, 1, size, size)  # a batch of one
+    shapes = []
+    h = x
+    for layer in m.features:
+        h = layer(h)
+        shapes.append(tuple(h.shape[1:]))
+    assert shapes == [(6, 28, 28), (6, 28, 28), (6, 14, 14), (16, 10, 10), (16, 10, 10), (16, 5, 5),
+                      (120, 1, 1), (120, 1, 1)]
+    assert sum(isinstance(mod, nn.MaxPool2d) for mod in m.modules()) == 2
+    assert sum(isinstance(mod, nn.ReLU) for mod in m.modules()) == 4
+    assert torch.equal(m(x), m(x))  # eval mode is deterministic
+    assert m.double()(x.double()).dtype == torch.float64
+    # a non-contiguous batch gives the same scores as its contiguous copy
+    xs = torch.randn(3, 1, size, size, dtype=torch.float64).transpose(2, 3)
+    assert not xs.is_contiguous() and torch.allclose(m(xs), m(xs.contiguous()))
 
 
 def test_vgg_parameter_count():
@@ -166,7 +159,6 @@ def test_small_cnn_parameter_count():
 
 def test_docstrings_state_the_counts():
     for model, number in [
-        (LeNet5Original, "60,000"),
         (LeNet5, "61,706"),
         (VGG, "288,746"),
         (resnet20, "269,722"),
@@ -237,16 +229,3 @@ def test_models_train_with_fit():
     for model in (nn.Sequential(LeNet5(6, in_channels=3)), resnet8(6), VGG((8, "M", 16), num_classes=6), AlexNetSmall(6, widths=(8, 8, 8, 8, 8), hidden=16)):
         h = dv.fit(model, data.train, epochs=1, progress=False, seed=0)
         assert h.epochs == 1
-
-
-def test_rbf_output_scores_the_nearest_code_highest():
-    from dlvision.models import RBFOutput, ScaledTanh
-
-    rbf = RBFOutput(84, 10, seed=0)
-    assert n_params(rbf) == 0 and set(rbf.centres.unique().tolist()) == {-1.0, 1.0}
-    x = rbf.centres[[3, 7]] + 0.1 * torch.randn(2, 84)
-    scores = rbf(x)
-    assert scores.shape == (2, 10) and scores.argmax(1).tolist() == [3, 7]
-    assert torch.allclose(scores[0, 3], -((x[0] - rbf.centres[3]) ** 2).sum())
-    t = ScaledTanh()(torch.tensor([1.0, -1.0, 0.0]))
-    assert torch.allclose(t, torch.tensor([1.0, -1.0, 0.0]), atol=1e-4)  # f(+-1) = +-1

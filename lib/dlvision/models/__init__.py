@@ -1,4 +1,4 @@
-"""Models: LeNet-5 (1998 and modern), VGG-style, ResNets for small images, a small AlexNet,
+"""Models: LeNet-5 (modern only), VGG-style, ResNets for small images, a small AlexNet,
 a small CNN, torchvision's pretrained networks and the book's offline source model.
 
 Each docstring states the exact parameter count (tests check it against
@@ -14,13 +14,7 @@ _EXPORTS = {
     "SmallCNN": "convnets",
     "resnet8": "convnets",
     "resnet20": "convnets",
-    "C3_TABLE": "lenet",
     "LeNet5": "lenet",
-    "LeNet5Original": "lenet",
-    "RBFOutput": "lenet",
-    "ScaledTanh": "lenet",
-    "SparseConv2d": "lenet",
-    "Subsampling": "lenet",
     "pretrained": "weights",
     "source_model": "weights",
 }
