@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..cache import atomic_dir, cache_dir
-from ..errors import DatasetUnavailableError
+from ..errors import DatasetUnavailableError, DLVisionError
 from .base import ImageData, Split
 
 __all__ = ["mnist", "fashion_mnist", "cifar10", "TORCHVISION_DATASETS"]
@@ -47,17 +47,27 @@ def _open(name, root, download):
     return cls(str(root), train=True, download=download), cls(str(root), train=False, download=download)
 
 
-def _unavailable(name, root, exc, tried: bool = True) -> DatasetUnavailableError:
+def _why(exc) -> str:
+    why = " ".join(str(exc).split()) or "no message"
+    return f"{type(exc).__name__}: " + (why if len(why) < 240 else why[:240] + " ...")
+
+
+def _unavailable(name, root, exc, tried: bool = True, unreadable=None, downloaded: bool = False):
+    """The error that says what is missing (or unreadable), where, and what to do."""
     tv_name, folder, _, instead = TORCHVISION_DATASETS[name]
     cls = _tv_class(name)
     urls = [m for m in getattr(cls, "mirrors", [])][:1]
     files = [f for f, *_ in getattr(cls, "resources", [])] or [getattr(cls, "filename", "")]
     where = f"{urls[0]}" if urls else getattr(cls, "url", "the dataset's web site")
-    why = " ".join(str(exc).split())
-    why = why if len(why) < 240 else why[:240] + " ..."
-    failed = f"the download failed ({type(exc).__name__}: {why})" if tried else "download=False was given"
+    if unreadable is not None:
+        state = f"its copy in the cache could not be read ({_why(unreadable)})"
+    else:
+        state = "it is not in the cache"
+    failed = f"the download failed ({_why(exc)})" if tried else "download=False was given"
+    if downloaded:
+        state, failed = "it was downloaded", f"the downloaded files could not be read ({_why(exc)})"
     return DatasetUnavailableError(
-        f"could not get the {tv_name} dataset: it is not in the cache and {failed}.\n"
+        f"could not get the {tv_name} dataset: {state} and {failed}.\n"
         f"  cache: {root}  (set DLVISION_CACHE to use another folder)\n"
         f"  by hand: on a machine with internet, run torchvision.datasets.{tv_name}(root, download=True) "
         f"(files {', '.join(files)} from {where}) and copy the folder '{folder}' it creates into {root}\n"
@@ -67,14 +77,17 @@ def _unavailable(name, root, exc, tried: bool = True) -> DatasetUnavailableError
 
 def _load(name: str, root=None, download: bool = True):
     root = cache_dir() if root is None else root
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise DLVisionError(f"{TORCHVISION_DATASETS[name][0]}: the root {str(root)!r} is not a folder; give a folder")
     os.makedirs(root, exist_ok=True)
     folder = TORCHVISION_DATASETS[name][1]
+    present = os.path.exists(os.path.join(root, folder))
     try:
         return _open(name, root, download=False)  # already in the cache: no network needed
-    except (RuntimeError, FileNotFoundError, OSError):
-        pass
+    except Exception as exc:  # missing (RuntimeError), or present but corrupt: torchvision raises many kinds
+        unreadable = exc if present else None
     if not download:
-        return _open_or_raise(name, root)
+        raise _unavailable(name, root, unreadable, tried=False, unreadable=unreadable) from None
     try:
         with atomic_dir(root) as tmp:
             _open(name, tmp, download=True)
@@ -82,15 +95,11 @@ def _load(name: str, root=None, download: bool = True):
                 shutil.rmtree(os.path.join(root, folder))  # an incomplete earlier copy
             os.replace(os.path.join(tmp, folder), os.path.join(root, folder))
     except Exception as exc:  # URLError, HTTPError, RuntimeError("Error downloading ..."), OSError, ...
-        raise _unavailable(name, root, exc) from None
-    return _open(name, root, download=False)
-
-
-def _open_or_raise(name, root):
+        raise _unavailable(name, root, exc, unreadable=unreadable) from None
     try:
         return _open(name, root, download=False)
-    except Exception as exc:
-        raise _unavailable(name, root, exc, tried=False) from None
+    except Exception as exc:  # downloaded, yet unreadable
+        raise _unavailable(name, root, exc, downloaded=True) from None
 
 
 def _to_imagedata(name, ds, classes, mean=None, std=None) -> ImageData:
