@@ -4,6 +4,7 @@
     python tools/mutation.py ch01_perceptron --list    # the mutants only, nothing runs
     python tools/mutation.py ch01_perceptron --check   # is the committed report current? (no run)
     python tools/mutation.py ch01_perceptron --template   # triage entries for the untriaged survivors
+    python tools/mutation.py ch01_perceptron --catalogue  # mutants.toml, judged the same way (quick)
 
 **The mutants** come from mutmut (its own mutation operators, ``mutmut.mutation``): every
 mutation mutmut makes inside a top-level function of a solution cell, on a line of the
@@ -652,6 +653,8 @@ def run(folder: Path, *, workers: int, timeout: float | None, only: set[str] | N
                     if not quiet:
                         what = outcome.status if outcome.status != "killed" else f"killed by {outcome.failed[0]}"
                         print(f"  [{offset + j + 1}/{total}] {m.id} {what}: {m.mutant[:70]!r}", flush=True)
+                        if outcome.message:
+                            print(f"      {outcome.message[:160]}", flush=True)
 
                 runner.run(jobs, timeout=limit, progress=progress)
                 done += len(group)
@@ -659,6 +662,30 @@ def run(folder: Path, *, workers: int, timeout: float | None, only: set[str] | N
             os.chdir(home)
     reference = Outcome("survived", [], "", reference_seconds)
     return build_report(assignment, folder, mutants, outcomes, entries, reference, time.monotonic() - started)
+
+
+def run_catalogue(folder: Path, *, workers: int, timeout: float | None) -> list[tuple[str, Outcome]]:
+    """The mutants of ``mutants.toml``, judged by the same plain-process runner (a quick check
+    before the real nbgrader harness of ``tests/test_graders.py``)."""
+    mutants = harness.load_mutants(folder.name) if folder.parent == harness.SOLUTIONS else []
+    results = []
+    home = os.getcwd()
+    for path in sorted(folder.glob("*.ipynb")):
+        mine = [m for m in mutants if (m.notebook or path.name) == path.name]
+        if not mine:
+            continue
+        runner = Runner(path, workers)
+        try:
+            reference = runner.run([({}, False)], timeout=3600)[0]
+            if reference.killed:
+                raise SystemExit(f"{path.name}: the reference solution fails its own tests: {reference.message}")
+            codes = {c.grade_id: c.code for c in runner.cells if c.kind == "solution"}
+            jobs = [({m.cell: m.apply(codes[m.cell])}, True) for m in mine]
+            limit = timeout if timeout else max(30.0, 5 * reference.seconds)
+            results += list(zip([m.name for m in mine], runner.run(jobs, timeout=limit), strict=True))
+        finally:
+            os.chdir(home)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -674,6 +701,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds per mutant (default: 5x the reference run, at least 30)")
     parser.add_argument("--only", action="append", metavar="CELL",
                         help="mutate only this solution cell (repeatable); writes no report")
+    parser.add_argument("--catalogue", action="store_true",
+                        help="judge the mutants of mutants.toml with the same runner (quick; writes nothing)")
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
     folder = Path(args.assignment)
@@ -695,6 +724,14 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(name, "1")
     os.environ.setdefault("DLVISION_PROFILE", "quick")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    if args.catalogue:
+        results = run_catalogue(folder, workers=args.workers, timeout=args.timeout)
+        for name, outcome in results:
+            what = f"killed by {outcome.failed[0]}" if outcome.status == "killed" else outcome.status
+            print(f"{'ok  ' if outcome.killed else 'FAIL'} {name}: {what}")
+        escaped = [name for name, outcome in results if not outcome.killed]
+        print(f"{len(results)} catalogued mutants, {len(escaped)} escaped the tests" + (f": {escaped}" if escaped else ""))
+        return 1 if escaped else 0
     try:
         report, summary = run(folder, workers=args.workers, timeout=args.timeout,
                               only=set(args.only) if args.only else None, quiet=args.quiet)
