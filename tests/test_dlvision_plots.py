@@ -68,3 +68,36 @@ def test_training_curves_from_history_or_dict():
     assert len(fig.axes[0].lines) == 1
     with pytest.raises(dv.DLVisionError, match="train_loss"):
         plots.training_curves({"loss": [1.0]})
+
+
+def test_cell_grid_draws_cells_texts_boxes_and_marks():
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    values = np.arange(6).reshape(2, 3)
+    fig = plots.cell_grid((2, 3), texts=values, subtexts=[["a", "", None], ["b", "c", "d"]],
+                          facecolors=[["white", "red", "0.8"], ["white"] * 3],
+                          boxes=[(0, 0, 2, 2, "tab:blue")], marks=[(1, 2, "tab:orange")], title="grid")
+    ax = fig.axes[0]
+    rects = [p for p in ax.patches if isinstance(p, Rectangle)]
+    assert len(rects) == 6 + 1 + 1  # cells, one box, one mark
+    assert [t.get_text() for t in ax.texts if t.get_fontsize() == 12] == ["0", "1", "2", "3", "4", "5"]
+    assert sorted(t.get_text() for t in ax.texts if t.get_fontsize() == 9) == ["a", "b", "c", "d"]
+    assert ax.get_title() == "grid" and ax.get_ylim() == (2.0, 0.0)  # row 0 at the top
+    box = [p for p in rects if not p.get_fill()][0]
+    assert box.get_width() == pytest.approx(1.9) and box.get_height() == pytest.approx(1.9)
+    # on a caller's axes, with no text at all
+    fig2, ax2 = plt.subplots()
+    assert plots.cell_grid((1, 1), ax=ax2) is fig2 and len(ax2.texts) == 0
+    plt.close(fig2)
+
+
+def test_cell_grid_rejects_bad_shapes():
+    with pytest.raises(dv.DLVisionError, match="two positive integers"):
+        plots.cell_grid((0, 3))
+    with pytest.raises(dv.DLVisionError, match="two positive integers"):
+        plots.cell_grid((2, 2, 2))
+    with pytest.raises(dv.DLVisionError, match="texts must have one entry per cell"):
+        plots.cell_grid((2, 3), texts=[[1, 2, 3]])
+    with pytest.raises(dv.DLVisionError, match="facecolors must have one entry per cell"):
+        plots.cell_grid((2, 2), facecolors=[["w", "w"], ["w"]])

@@ -14,7 +14,7 @@ import torch
 
 from .errors import DLVisionError
 
-__all__ = ["image_grid", "filter_bank", "feature_maps", "decision_regions", "training_curves", "overlay_maps"]
+__all__ = ["image_grid", "filter_bank", "feature_maps", "decision_regions", "training_curves", "overlay_maps", "cell_grid"]
 
 
 def _figure(nrows, ncols, cell=1.3, extra_h=0.0, **kw):
@@ -313,3 +313,73 @@ def overlay_maps(
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _grid_of(name, values, shape):
+    """``values`` as a (rows, cols) nested list, or None; a clear error when its shape is wrong."""
+    if values is None:
+        return None
+    rows = [list(row) for row in (values.tolist() if hasattr(values, "tolist") else values)]
+    if len(rows) != shape[0] or any(len(row) != shape[1] for row in rows):
+        got = (len(rows), *sorted({len(row) for row in rows}))
+        raise DLVisionError(f"cell_grid: {name} must have one entry per cell, shape {shape}; got rows x lengths {got}")
+    return rows
+
+
+def cell_grid(
+    shape,
+    *,
+    texts=None,
+    subtexts=None,
+    facecolors=None,
+    boxes=(),
+    marks=(),
+    fontsize: float = 12,
+    subfontsize: float = 9,
+    title: str | None = None,
+    ax=None,
+):
+    """A grid of square cells, one per entry of an array of ``shape`` (rows, cols), drawn row 0 at the top.
+
+    The chapters draw their convolution and pooling explorers with it. ``texts`` and
+    ``subtexts`` (nested lists or arrays of ``shape``; an entry may be None or "") are written
+    in each cell, the second smaller, below the first. ``facecolors`` gives each cell a
+    matplotlib colour (white by default). ``boxes`` are outlined rectangles
+    ``(row, col, height, width, colour)``, for windows; ``marks`` are small filled squares
+    ``(row, col, colour)``, for kernel taps. Draws on ``ax`` when given, else on a new
+    figure sized to the grid; returns the Figure.
+    """
+    if len(shape) != 2 or any(not isinstance(n, (int, np.integer)) or n < 1 for n in shape):
+        raise DLVisionError(f"cell_grid: shape must be two positive integers (rows, cols), got {shape!r}")
+    rows, cols = int(shape[0]), int(shape[1])
+    texts, subtexts, facecolors = (_grid_of(n, v, (rows, cols)) for n, v in
+                                   (("texts", texts), ("subtexts", subtexts), ("facecolors", facecolors)))
+    if ax is None:
+        fig, axes = _figure(1, 1, 1.0)
+        fig.set_size_inches(max(2.0, 0.55 * cols), max(2.0, 0.55 * rows + (0.4 if title else 0.0)))
+        ax = axes[0, 0]
+    from matplotlib.patches import Rectangle
+
+    for r in range(rows):
+        for c in range(cols):
+            colour = facecolors[r][c] if facecolors is not None else "white"
+            ax.add_patch(Rectangle((c, r), 1, 1, facecolor=colour, edgecolor="0.5", lw=0.6))
+            main = texts[r][c] if texts is not None else None
+            sub = subtexts[r][c] if subtexts is not None else None
+            if main not in (None, ""):
+                ax.text(c + 0.5, r + (0.4 if sub not in (None, "") else 0.5), str(main), ha="center", va="center", fontsize=fontsize)
+            if sub not in (None, ""):
+                ax.text(c + 0.5, r + 0.78, str(sub), ha="center", va="center", fontsize=subfontsize, color="0.25")
+    for r, c, colour in marks:
+        ax.add_patch(Rectangle((c + 0.15, r + 0.15), 0.7, 0.7, facecolor=colour, alpha=0.75))
+    for r, c, h, w, colour in boxes:
+        ax.add_patch(Rectangle((c + 0.05, r + 0.05), w - 0.1, h - 0.1, fill=False, edgecolor=colour, lw=2.5))
+    ax.set_xlim(0, cols)
+    ax.set_ylim(rows, 0)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=max(fontsize - 1, 8))
+    return ax.figure
+
