@@ -1,11 +1,9 @@
 """dlvision.models: exact parameter counts (derived by hand), shapes, the modern LeNet-5 (and
-the absence of the 1998 one, which is an exercise), pretrained weights offline, and the book's
-source model."""
+the absence of the 1998 one, which is an exercise), pretrained weights offline (the book's
+source model: tests/test_dlvision_source.py)."""
 
-import random
 import urllib.error
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -20,7 +18,6 @@ from dlvision.models import (
     resnet8,
     resnet20,
 )
-from dlvision.models import weights as pretrained_module
 
 
 def n_params(model):
@@ -201,26 +198,6 @@ def test_pretrained_bad_names():
         dv.models.pretrained("resnet-18")
     with pytest.raises(dv.DLVisionError, match="IMAGENET1K_V1"):
         dv.models.pretrained("resnet18", weights="CIFAR")
-
-
-def test_source_model_trains_once_caches_and_keeps_the_random_state(tmp_path, monkeypatch):
-    monkeypatch.setenv("DLVISION_CACHE", str(tmp_path))
-    monkeypatch.setattr(pretrained_module, "_SOURCE", dict(pretrained_module._SOURCE, n=120, epochs=1))
-    monkeypatch.setattr(pretrained_module, "_memo", {})
-    dv.seed_everything(0)
-    expected = (random.random(), np.random.rand(), torch.rand(1).item())
-    dv.seed_everything(0)
-    m = dv.models.source_model(verbose=False)
-    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
-    assert isinstance(m, SmallCNN) and not m.training and len(m.classes) == 6 and 0 <= m.test_accuracy <= 1
-    files = list((tmp_path / "models").iterdir())
-    assert [f.name for f in files] == ["source_model_v1.pt"]
-    # later calls load the file: no training
-    monkeypatch.setattr(pretrained_module, "_memo", {})
-    monkeypatch.setattr(pretrained_module, "_train_source", lambda verbose: pytest.fail("trained again"))
-    m2 = dv.models.source_model()
-    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values(), strict=True))
-    assert m2 is not m and m2.classes == m.classes
 
 
 @pytest.mark.filterwarnings("ignore::dlvision.CPUTrainingWarning")

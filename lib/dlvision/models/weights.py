@@ -1,22 +1,17 @@
 """Pretrained networks: torchvision's ImageNet weights (online once, then cached), and the
-book's own source model, trained offline on first use and cached."""
+book's own source model, whose checkpoint ships with the library (offline)."""
 
 from __future__ import annotations
 
 import difflib
-import importlib
-import random
-import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..cache import atomic_path, cache_dir
+from ..cache import cache_dir
 from ..errors import DLVisionError, WeightsUnavailableError
-from .convnets import SmallCNN
 
-__all__ = ["pretrained", "source_model", "SOURCE_MODEL_VERSION"]
+__all__ = ["pretrained", "source_model", "check_source_checkpoint", "SOURCE_CHECKPOINT", "SOURCE_FORMAT"]
 
 
 def pretrained(name: str = "resnet18", *, weights: str = "DEFAULT", progress: bool = False) -> torch.nn.Module:
@@ -55,7 +50,7 @@ def pretrained(name: str = "resnet18", *, weights: str = "DEFAULT", progress: bo
             f"the download failed ({type(exc).__name__}: {why}).\n"
             f"  cache: {folder / file_name}  (set DLVISION_CACHE to use another folder)\n"
             f"  by hand: download {w.url} on a machine with internet and copy it to that path\n"
-            "  offline instead: dlvision.models.source_model(), a small CNN the book trains on its own data"
+            "  offline instead: dlvision.models.source_model(), the book's own pretrained CNN (ships with dlvision)"
         ) from None
     model = tvm.get_model(name, weights=None)
     model.load_state_dict(state)
@@ -64,91 +59,81 @@ def pretrained(name: str = "resnet18", *, weights: str = "DEFAULT", progress: bo
     return model.eval()
 
 
-SOURCE_MODEL_VERSION = 1
-_SOURCE = dict(n=2000, size=32, background="plain", epochs=5, lr=3e-3, batch_size=64, seed=1998)
+SOURCE_CHECKPOINT = Path(__file__).with_name("source_model.pt")
+SOURCE_FORMAT = 2  # the layout of the checkpoint file (1 was the shapes CNN trained at first use)
 _memo: dict = {}
 
 
-def _source_path() -> Path:
-    return cache_dir("models") / f"source_model_v{SOURCE_MODEL_VERSION}.pt"
+def _read_source_checkpoint(path: Path = SOURCE_CHECKPOINT) -> dict:
+    if not path.is_file():
+        raise WeightsUnavailableError(
+            f"the book's source model checkpoint is missing: {path}. It ships with dlvision; reinstall it "
+            "(pip install -e lib, or the setup cell on Colab), or make it again with "
+            "python tools/train_source_model.py (a few minutes on a CPU)."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsUnavailableError(
+            f"could not read the source model checkpoint {path} with torch {torch.__version__} "
+            f"({type(exc).__name__}: {str(exc)[:200]}). Make it again with python tools/train_source_model.py."
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != SOURCE_FORMAT:
+        raise WeightsUnavailableError(
+            f"{path} is not a source model checkpoint of format {SOURCE_FORMAT}; "
+            "make it again with python tools/train_source_model.py"
+        )
+    return state
 
 
-def source_model(*, retrain: bool = False, verbose: bool = True) -> torch.nn.Module:
-    """The book's source model: a :class:`SmallCNN` trained on the coloured shapes.
+def source_model() -> torch.nn.Module:
+    """The book's source model: a :class:`~dlvision.models.source.SourceNet` trained on
+    :func:`~dlvision.data.scenes` (12 kinds of objects on varied backgrounds).
 
-    It plays the role of a pretrained network for the transfer-learning and
-    visualisation chapters, offline. The first call trains it (seeded: 1,600 training images
-    of 32x32 pixels, 6 classes, 5 epochs; about 10-30 s on a 2-core CPU), saves it
-    atomically to ``cache_dir("models")`` and returns it; later calls load the file.
-    The caller's random state is left as it was, so a chapter gives the same numbers
-    whether or not the model was cached. The model is returned in eval mode on the
-    CPU, with attributes ``classes``, ``mean``, ``std`` (to normalise inputs as in
-    training) and ``test_accuracy``.
+    It plays the part of a pretrained network in the transfer-learning and visualisation
+    chapters, offline. The weights ship with dlvision (``source_model.pt`` next to this file,
+    written by ``tools/train_source_model.py``), so nothing is trained or downloaded. Each call
+    returns a fresh copy, in eval mode, on the CPU, with attributes ``classes`` (names of the
+    12 source classes), ``mean`` and ``std`` (per channel, on the 0..1 scale: normalise inputs
+    with them, as in training), ``test_accuracy`` (on the source task's 6,000 test images)
+    and ``meta`` (all the checkpoint's metadata: training time, recipe, torch version).
+
+    The network is split as torchvision's ResNets are: the body ``features`` (feature maps),
+    ``avgpool``, a flatten, and the head ``fc``. The caller's random state is left as it was.
     """
-    path = _source_path()
-    if not retrain and path in _memo:
-        return _fresh(_memo[path])
-    state = None
-    if path.is_file() and not retrain:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-            if state.get("config") != _SOURCE:
-                state = None  # made with other settings: train again
-        except Exception:
-            state = None  # unreadable (e.g. from another torch version): train again
-    if state is None:
-        state = _train_source(verbose)
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
-    _memo[path] = state
-    return _fresh(state)
+    from .source import SourceNet
 
-
-def _fresh(state) -> torch.nn.Module:
+    key = str(SOURCE_CHECKPOINT)
+    if key not in _memo:
+        _memo[key] = _read_source_checkpoint(SOURCE_CHECKPOINT)
+    state = _memo[key]
+    meta = state["meta"]
     with torch.random.fork_rng(devices=[]):  # building the model must not move the caller's random state
-        model = SmallCNN(len(state["classes"]))
-    model.load_state_dict(state["model"])
-    model.classes, model.mean, model.std = tuple(state["classes"]), tuple(state["mean"]), tuple(state["std"])
-    model.test_accuracy = state["test_accuracy"]
+        model = SourceNet(len(meta["classes"]), widths=tuple(meta["recipe"]["widths"]))
+    model.load_state_dict(state["state_dict"])
+    model.classes, model.mean, model.std = tuple(meta["classes"]), tuple(meta["mean"]), tuple(meta["std"])
+    model.test_accuracy = float(meta["test_accuracy"])
+    model.meta = {k: (dict(v) if isinstance(v, dict) else v) for k, v in meta.items()}
     return model.eval()
 
 
-def _train_source(verbose: bool) -> dict:
-    from ..data.geometric import shapes
-    from ..data.loader import TensorLoader
-    from ..device import seed_everything
-    from ..train.loop import evaluate, fit
+def check_source_checkpoint() -> dict:
+    """Score the shipped source model again on its test split, made anew from the recipe.
 
-    cfg = _SOURCE
-    if verbose:
-        # On stderr: a message about this run, not a result (a cached model prints nothing).
-        print("dlvision: training the book's source model on the shapes dataset (once; it is then cached) ...",
-              file=sys.stderr)
-    py_state, np_state = random.getstate(), np.random.get_state()
-    try:
-        with torch.random.fork_rng(devices=[]):  # the caller's torch random state is restored after
-            seed_everything(cfg["seed"])
-            data = shapes(cfg["n"], cfg["size"], background=cfg["background"], seed=cfg["seed"])
-            model = SmallCNN(len(data.train.classes))
-            train = TensorLoader(data.train, batch_size=cfg["batch_size"], shuffle=True, flip=True)
-            fit_module = importlib.import_module("dlvision.train.loop")
-            warned, fit_module._cpu_warned = fit_module._cpu_warned, True  # keep the CPU warning for the caller's own fit
-            try:
-                # On the CPU: the same weights on every machine's build, whatever GPU it has.
-                fit(model, train, epochs=cfg["epochs"], lr=cfg["lr"], schedule="onecycle", device="cpu", progress=False)
-            finally:
-                fit_module._cpu_warned = warned
-            acc = evaluate(model, data.test).accuracy
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-    if verbose:
-        print(f"dlvision: source model ready, test accuracy {100 * acc:.1f}% ({_source_path()})", file=sys.stderr)
+    Returns ``expected`` (the accuracy stored in the checkpoint), ``measured``, ``test_size``
+    and ``matches`` (the two agree to within one test image). No training; a few seconds.
+    """
+    from ..train.loop import evaluate
+    from .source import source_test_data
+
+    model = source_model()
+    test = source_test_data(model.meta["recipe"], mean=model.mean, std=model.std)
+    with torch.random.fork_rng(devices=[]):
+        measured = evaluate(model, test).accuracy
+    expected = model.test_accuracy
     return {
-        "model": model.state_dict(),
-        "classes": data.train.classes,
-        "mean": data.train.mean,
-        "std": data.train.std,
-        "test_accuracy": acc,
-        "config": dict(cfg),
+        "expected": expected,
+        "measured": measured,
+        "test_size": len(test),
+        "matches": abs(measured - expected) * len(test) <= 1 + 1e-9,
     }
