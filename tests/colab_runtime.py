@@ -92,6 +92,7 @@ class ColabRuntime:
         (self.sim / "pip" / "__init__.py").write_text("")
         (self.sim / "pip" / "__main__.py").write_text(FAKE_PIP)
         self.env = dict(os.environ)
+        self.env.pop("MPLBACKEND", None)  # Colab's kernels draw inline (conftest.py sets Agg for the tests)
         self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.sim), os.environ.get("PYTHONPATH")]))
         self.env["COLAB_SIM"] = str(self.sim)
         self.env["COLAB_SIM_HIDDEN"] = ",".join(hidden)
