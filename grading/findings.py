@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from grading.wire import clean_text
+
 # vector key -> what it means, in the words of the integrity report
 VECTORS: dict[str, str] = {
     # the notebook itself (pre-flight)
@@ -29,7 +31,9 @@ VECTORS: dict[str, str] = {
     # the student's code (static scan and run)
     "monkeypatch": "changes functions of numpy, torch, the course library or builtins",
     "ipython-hooks": "installs IPython input or AST transformers, or exception handlers",
-    "rigged-object": "returns objects that are not plain data (for example a rigged __eq__)",
+    "rigged-object": "defines objects that pretend to be something else (a rigged __eq__, a fake module)",
+    "inputs-changed": "changes the arrays that tests give it, in place (the tests' own copies stay as they were)",
+    "rich-output": "displays HTML, scripts or other rich output (left out of the graded notebook)",
     "grader-files": "reads or writes the gradebook, the source notebooks or other files",
     "process-exit": "ends its own process (os._exit, sys.exit)",
     "resource-abuse": "runs out of time or memory, or starts processes",
@@ -38,6 +42,7 @@ VECTORS: dict[str, str] = {
     "forbidden-op": "calls a library operation that the exercise forbids",
     "network": "opens network connections",
     "kernel-died": "the student's process ended before grading finished",
+    "malformed-reply": "the student's process sent the grader a reply that is not well-formed data (it was ended)",
 }
 
 SOURCES = ("preflight", "static", "runtime", "sandbox")
@@ -58,6 +63,8 @@ class Finding:
     source: str
 
     def __post_init__(self):
+        for name in ("cell", "detail"):  # student-chosen text: no lone surrogates, bounded
+            object.__setattr__(self, name, clean_text(str(getattr(self, name)))[:4000])
         if self.vector not in VECTORS:
             raise ValueError(f"unknown integrity vector {self.vector!r}; known: {sorted(VECTORS)}")
         if self.source not in SOURCES:
@@ -81,6 +88,13 @@ def write_findings(path: Path, findings: list[Finding], **context) -> None:
 
 def read_findings(path: Path) -> tuple[dict, list[Finding]]:
     """The context and the findings that :func:`write_findings` wrote."""
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
     findings = [Finding.from_dict(f) for f in data.pop("findings")]
-    return data, findings
+    return {k: clean_text(v) if isinstance(v, str) else v for k, v in data.items()}, findings
+
+
+def spreadsheet_safe(value: object) -> object:
+    """Text that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``...) gets a leading quote."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value

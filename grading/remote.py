@@ -1,17 +1,22 @@
-"""The trusted side of a student's process: requests, proxies, limits.
+"""The trusted side of a student's process: the session, proxies and handles, the tools' runner.
 
-In the grader's process each function a solution cell exports is a
-:class:`StudentFunction`. Calling it sends the arguments to the student's process,
-runs the student's function there, and brings back the result as plain data (see
-:mod:`grading.wire`), copying in-place changes of the arguments back into the
-caller's objects, so that hidden tests behave as they would in one kernel while
-their comparisons run here, out of the student's reach.
+In the grader's process each name that a reference solution cell defines is a
+:class:`Proxy`; calling it sends the arguments to the student's process **by value**
+(cloudpickle), runs the student's code there and brings the result back as data
+(:mod:`grading.wire`). Nothing is copied back: a change the student's code makes to an
+argument stays over there. A result that is not plain data (a module, an optimizer, a
+generator, an object of the student's class) comes back as a :class:`Remote` handle: it
+can be called, its attributes read, its methods called, iterated, indexed, ``len()``-ed,
+and passed back to the student's functions and to the ``dlvision.testing`` tools, whose
+:class:`Runner` this module installs while a notebook's tests run.
 """
 
 from __future__ import annotations
 
 import builtins
+import copy
 import io
+import operator
 import pickle
 import sys
 import time
@@ -28,37 +33,47 @@ class StudentProcessGone(RuntimeError):
 
 
 class ForbiddenOperation(RuntimeError):
-    """The exercise's static rule forbids what this function uses."""
+    """The exercise's rule (``integrity.toml``) forbids what this code uses."""
 
 
 class StudentError(Exception):
     """An exception of a type that only exists in the student's process."""
 
 
-class StudentSession:
+class Session:
     """One student's process, as the grader sees it."""
 
-    def __init__(self, sandbox: Sandbox, limits: Limits):
+    def __init__(self, sandbox: Sandbox, limits: Limits, rules: dict[str, dict] | None = None):
         self.sandbox, self.limits = sandbox, limits
-        self.sock, self.pid = sandbox.spawn()
+        self.rules = rules or {}  # exercise -> {"exercise", "words", "modules", "why"}
+        self.sock = sandbox.spawn()
         self.deadline = time.monotonic() + limits.notebook_seconds
         self.gone: str | None = None  # why the process is gone, once it is
         self.findings: list[Finding] = []
+        self.forbidden: dict[str, str] = {}  # exercise -> what breaks its rule
+        self.cell = -1  # the notebook cell now running, for :attr:`used`
+        self.used: dict[int, set[str]] = {}  # cell index -> the ruled exercises its code called
+        self._origin: str | None = None  # the exercises whose code made the handles of the current reply
 
-    def request(self, message: dict, label: str, known: list | None = None) -> dict:
+    def request(self, message: dict, label: str) -> dict:
         if self.gone:
             raise StudentProcessGone(self.gone)
         timeout = min(self.limits.cell_seconds, self.deadline - time.monotonic())
         try:
             if timeout <= 0:
                 raise wire.ChannelTimeout("the notebook's time is used up")
-            wire.send_bytes(self.sock, pickle.dumps(message, protocol=5))
-            return wire.loads_plain(wire.recv_bytes(self.sock, timeout), known)
+            buffer = io.BytesIO()
+            _Pickler(buffer, self).dump(message)
+            wire.send_bytes(self.sock, buffer.getvalue())
+            reply = wire.decode(wire.recv_bytes(self.sock, timeout), self._handle)
+            if reply.get("status") not in ("ok", "error"):
+                raise wire.Malformed("a reply without a status")
+            return reply
         except wire.ChannelTimeout:
             self._end(label, timed_out=timeout)
-        except (wire.ChannelClosed, wire.MessageTooLarge, OSError) as error:
+        except (wire.ChannelClosed, OSError) as error:
             self._end(label, error=error)
-        except Exception as error:  # a reply that is not a plain-data message: the process is not trusted further
+        except wire.Malformed as error:  # the process is not trusted further
             self._end(label, error=error)
         raise StudentProcessGone(self.gone)
 
@@ -71,27 +86,66 @@ class StudentSession:
             self.gone = f"your code was stopped in {label} after {used} ({status}); later tests could not run"
             self.findings.append(Finding("resource-abuse", label, f"stopped after {used} ({status})", "sandbox"))
             return
-        if isinstance(error, wire.MessageTooLarge):
-            self.findings.append(Finding("huge-output", label, str(error), "sandbox"))
-        elif error is not None and not isinstance(error, (wire.ChannelClosed, OSError)):
-            self.findings.append(Finding("rigged-object", label, f"sent a malformed reply: {error}", "sandbox"))
+        if isinstance(error, wire.Malformed):
+            self.findings.append(Finding("malformed-reply", label, str(error), "sandbox"))
+        elif "memory" in status:
+            self.findings.append(Finding("resource-abuse", label, status, "sandbox"))
         self.gone = f"your notebook's process ended in {label} ({status}); later tests could not run"
         self.findings.append(Finding("kernel-died", label, f"the process {status}", "sandbox"))
         if status.startswith("exited"):
             self.findings.append(Finding("process-exit", label, f"the process {status}", "sandbox"))
 
-    def run_cell(self, label: str, source: str, owned: bool) -> dict:
-        return self.request({"op": "run_cell", "label": label, "source": source, "owned": owned}, label)
+    def _handle(self, number: int, type_name: str, text: str) -> Remote:
+        return Remote(self, ("handle", number), type_name, text, self._origin)
+
+    # ---- cells and calls
+
+    def run_cell(self, label: str, source: str, owned: bool, exports: list[str]) -> dict:
+        return self.request({"op": "run_cell", "label": label, "source": source, "owned": owned,
+                             "exports": exports}, label)
+
+    def apply(self, function, args: tuple, kwargs: dict, *, label: str, mode: str = "auto", trusted: bool = False):
+        """``function(*args, **kwargs)`` in the student's process; its result as data or handles."""
+        exercises = {r._grading_origin for r in _remotes((function, args, kwargs)) if r._grading_origin}
+        self.used.setdefault(self.cell, set()).update(exercises)
+        for exercise in exercises & set(self.forbidden):
+            raise ForbiddenOperation(f"{label}: {self.forbidden[exercise]}")
+        watch = [self.rules[e] for e in sorted(exercises) if e in self.rules]
+        self._origin = ",".join(sorted(exercises)) or None
+        reply = self.request({"op": "call", "payload": (function, args, kwargs), "label": label, "mode": mode,
+                              "trusted": trusted, "watch": watch}, label)
+        for output in reply.get("outputs", []):
+            if isinstance(output, dict) and output.get("output_type") == "stream":
+                stream = sys.stderr if output.get("name") == "stderr" else sys.stdout
+                stream.write(str(output.get("text", "")))
+        forbidden = reply.get("forbidden")
+        if isinstance(forbidden, dict) and forbidden:
+            for exercise, uses in forbidden.items():
+                if exercise in self.rules and exercise not in self.forbidden:
+                    detail = f"uses {'; '.join(map(str, uses))}"
+                    self.forbidden[exercise] = f"{detail}: {self.rules[exercise]['why']}"
+                    self.findings.append(Finding("forbidden-op", exercise, f"at run time: {detail}", "runtime"))
+            raise ForbiddenOperation(f"{label}: " + "; ".join(self.forbidden.get(e, "") for e in forbidden))
+        if reply["status"] != "ok":
+            raise rebuild_error(reply)
+        return reply.get("result")
 
     def observations(self) -> list[Finding]:
-        """What the student's process saw itself do (empty if it is gone)."""
+        """What the student's process saw itself do (empty if it is gone, or if the reply is not well formed)."""
         if self.gone:
             return []
         try:
             reply = self.request({"op": "report"}, "the final report")
         except StudentProcessGone:
             return []
-        return [Finding(str(v), str(c), str(d), "runtime") for v, c, d in reply["observations"]]
+        found = []
+        for item in reply.get("observations", [])[:200]:
+            if isinstance(item, list) and len(item) == 3 and all(isinstance(x, str) for x in item):
+                vector, cell, detail = item
+                if vector in ("monkeypatch", "ipython-hooks", "grader-files", "process-exit", "resource-abuse",
+                              "huge-output", "grader-detection", "network"):
+                    found.append(Finding(vector, cell[:200], detail[:1000], "runtime"))
+        return found
 
     def close(self) -> None:
         if self.gone is None:
@@ -100,45 +154,36 @@ class StudentSession:
             self.gone = "closed"
 
 
-class StudentFunction:
-    """Stands for a function of the student's notebook; calling it runs it over there."""
+class _Pickler(cloudpickle.CloudPickler):
+    """Pickles the grader's values by value, and the student's objects by reference."""
 
-    def __init__(self, session: StudentSession, name: str, forbidden: list[str] | None = None, why: str = ""):
-        self.session, self.__name__, self.forbidden, self.why = session, name, forbidden, why
-        self.__qualname__ = name
+    def __init__(self, file, session: Session):
+        super().__init__(file, protocol=5)
+        self.session = session
 
-    def __repr__(self) -> str:
-        return f"<function {self.__name__} of the student's notebook>"
+    def persistent_id(self, obj):
+        if type(obj) in (Remote, Proxy):
+            if obj._grading_session is not self.session:
+                raise ValueError(f"{obj!r} belongs to another notebook's process")
+            return obj._grading_ref
+        return None
 
-    def __call__(self, *args, **kwargs):
-        if self.forbidden:
-            raise ForbiddenOperation(f"{self.__name__} uses {', '.join(self.forbidden)}: {self.why}")
-        known = flatten((args, kwargs))
-        payload = dumps_arguments((args, kwargs))
-        reply = self.session.request({"op": "call", "name": self.__name__, "payload": payload},
-                                     self.__name__, known)
-        sys.stdout.write(reply.get("stdout", ""))
-        sys.stderr.write(reply.get("stderr", ""))
-        if "args_after" in reply:
-            after_args, after_kwargs = wire.loads_plain(reply["args_after"])
-            for original, new in zip(args, after_args, strict=False):
-                write_back(original, new)
-            for key, original in kwargs.items():
-                write_back(original, after_kwargs.get(key))
-        if reply["status"] != "ok":
-            raise rebuild_error(reply)
-        for item in flatten(reply["result"]) + [reply["result"]]:
-            if isinstance(item, wire.RemoteObject):
-                self.session.findings.append(Finding(
-                    "rigged-object", self.__name__, f"returned {item!r}, which is not plain data", "sandbox"))
-                break
-        return reply["result"]
+
+def _remotes(value, depth: int = 4) -> list:
+    """The handles and proxies in ``value``, looked for in lists, tuples, dicts and sets."""
+    if type(value) in (Remote, Proxy):
+        return [value]
+    if depth == 0 or type(value) not in (list, tuple, dict, set, frozenset):
+        return []
+    items = list(value.keys()) + list(value.values()) if type(value) is dict else value
+    return [r for item in items for r in _remotes(item, depth - 1)]
 
 
 def rebuild_error(reply: dict) -> Exception:
     """The student's exception, as the same builtin type when there is one."""
     name, message = str(reply.get("ename", "Exception")), str(reply.get("evalue", ""))
-    where = "".join(str(line) for line in reply.get("traceback", [])[-6:])
+    trace = reply.get("traceback")
+    where = "".join(str(line) for line in trace[-6:]) if isinstance(trace, list) else ""
     text = f"{message}\n\n(raised in your code)\n{where}" if where else message
     kind = getattr(builtins, name, None)
     if isinstance(kind, type) and issubclass(kind, Exception):
@@ -149,76 +194,147 @@ def rebuild_error(reply: dict) -> Exception:
     return StudentError(f"{name}: {text}")
 
 
-# --------------------------------------------------------------------------- arguments
+# --------------------------------------------------------------------------- handles and proxies
 
 
-class _ArgumentPickler(cloudpickle.CloudPickler):
-    """Pickles test arguments by value, and the student's own objects by reference."""
+class Remote:
+    """An object that stays in the student's process.
 
-    def persistent_id(self, obj):
-        if isinstance(obj, StudentFunction):
-            return ("global", obj.__name__)
-        if isinstance(obj, wire.RemoteObject):
-            return ("remote", obj.handle)
-        return None
-
-
-def dumps_arguments(value) -> bytes:
-    buffer = io.BytesIO()
-    _ArgumentPickler(buffer, protocol=5).dump(value)
-    return buffer.getvalue()
-
-
-def flatten(value, depth: int = 3) -> list:
-    """Objects inside ``value`` that a result may return as themselves, in a fixed order.
-
-    The student's side walks its copy of the arguments the same way, so index ``i``
-    names the same argument on both sides.
+    It compares equal to nothing but itself, so no comparison can succeed by accident.
+    Attributes, calls, iteration, ``len`` and indexing run over there; what comes back is
+    data, or another handle. Names that start with an underscore and end with two (Python's
+    and IPython's protocols) are not forwarded.
     """
-    found: list = []
 
-    def walk(item, level):
-        if type(item) in wire.PLAIN_SCALARS:
-            return
-        found.append(item)
-        if level == 0:
-            return
-        if type(item) in (tuple, list):
-            for element in item:
-                walk(element, level - 1)
-        elif type(item) is dict:
-            for element in item.values():
-                walk(element, level - 1)
+    __slots__ = ("_grading_session", "_grading_ref", "_grading_type", "_grading_text", "_grading_origin")
 
-    walk(value, depth)
-    return found[1:]  # not the (args, kwargs) pair itself
+    def __init__(self, session: Session, ref: tuple, type_name: str, text: str, origin: str | None = None):
+        for name, value in zip(self.__slots__, (session, ref, type_name, text, origin), strict=True):
+            object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:
+        return f"<{self._grading_type} from the student's process: {self._grading_text}>"
+
+    def _grading_apply(self, function, *args, mode: str = "auto"):
+        return self._grading_session.apply(function, (self, *args), {}, label=self._grading_label(), mode=mode)
+
+    def _grading_label(self) -> str:
+        return self._grading_type.rsplit(".", 1)[-1]
+
+    def __getattr__(self, name: str):
+        if name.startswith(("__", "_repr_", "_ipython_")):
+            raise AttributeError(name)
+        return self._grading_apply(getattr, name)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"cannot set {name!r} on an object of the student's process (use beside() there)")
+
+    def __call__(self, *args, **kwargs):
+        return self._grading_session.apply(self, args, kwargs, label=self._grading_label())
+
+    def __iter__(self):
+        iterator = self._grading_apply(iter, mode="handle")
+        while True:
+            try:
+                yield iterator._grading_apply(next)
+            except StopIteration:
+                return
+
+    def __len__(self) -> int:
+        return _checked(self._grading_apply(len), int, "len()")
+
+    def __getitem__(self, key):
+        return self._grading_apply(operator.getitem, key)
+
+    def __contains__(self, item) -> bool:
+        return _checked(self._grading_apply(operator.contains, item), bool, "in")
+
+    def __eq__(self, other):
+        return self is other
+
+    def __ne__(self, other):
+        return self is not other
+
+    __hash__ = object.__hash__
+
+    def __reduce__(self):
+        raise pickle.PicklingError("an object of the student's process is sent by reference, not by value")
 
 
-def write_back(original, new):
-    """Copy the student's in-place changes of an argument into the trusted object."""
-    import numpy as np
+class Proxy(Remote):
+    """Stands for a name that a reference solution cell defines (a function or a class)."""
 
-    torch = sys.modules.get("torch")
-    if isinstance(original, np.ndarray) and isinstance(new, np.ndarray):
-        if (original.shape == new.shape and original.flags.writeable
-                and not np.array_equal(original, new, equal_nan=original.dtype.kind in "fc")):
-            original[...] = new
-    elif torch is not None and isinstance(original, torch.Tensor) and isinstance(new, torch.Tensor):
-        if original.shape == new.shape and not torch.equal(original.detach(), new.to(original.dtype)):
-            with torch.no_grad():
-                original.copy_(new)
-    elif type(original) is dict and type(new) is dict:
-        for key in list(original):
-            if key not in new:
-                del original[key]
-        for key, value in new.items():
-            original[key] = write_back(original[key], value) if key in original else value
-    elif type(original) is list and type(new) is list:
-        if len(original) == len(new):
-            for index, value in enumerate(new):
-                original[index] = write_back(original[index], value)
-        else:
-            original[:] = new
-    elif isinstance(original, np.random.Generator) and isinstance(new, np.random.Generator):
-        original.bit_generator.state = new.bit_generator.state
-    return original
+    def __init__(self, session: Session, name: str, exercise: str):
+        super().__init__(session, ("name", name), "function or class", name, exercise)
+        object.__setattr__(self, "__name__", name)
+        object.__setattr__(self, "__qualname__", name)
+
+    def __repr__(self) -> str:
+        return f"<{self.__name__} of the student's notebook>"
+
+    def _grading_label(self) -> str:
+        return self.__name__
+
+
+def _checked(value, kind: type, what: str):
+    if type(value) is not kind:
+        raise TypeError(f"{what} of an object of the student's process gave {type(value).__name__}, not {kind.__name__}")
+    return value
+
+
+# --------------------------------------------------------------------------- the tools' runner
+
+
+def _deep_copy(value):
+    import copy
+
+    return copy.deepcopy(value)
+
+
+def _same(value):
+    return value
+
+
+class Runner:
+    """``dlvision.testing._runner`` while a notebook's tests run (see ``dlvision.testing``)."""
+
+    def __init__(self, session: Session):
+        self.session = session
+
+    def beside(self, function, args: tuple, kwargs: dict):
+        """``function(*args, **kwargs)``, in the student's process when a handle or proxy is among the
+        arguments (the function travels by value: the grader's code, not the student's), else here."""
+        if not _remotes((args, kwargs)):
+            return function(*args, **kwargs)
+        return self.session.apply(function, args, kwargs, label=getattr(function, "__name__", "beside"),
+                                  trusted=True)
+
+    def student_copy(self, value):
+        return self.session.apply(_deep_copy, (value,), {}, label="student_copy", mode="handle", trusted=True)
+
+    def fetch(self, value):
+        if type(value) not in (Remote, Proxy):
+            return copy.deepcopy(value)
+        try:
+            return self.session.apply(_same, (value,), {}, label="fetch", mode="data", trusted=True)
+        except (TypeError, StudentError) as error:
+            raise TypeError(f"fetch: {error}; for a module, use module_facts()") from None
+
+
+def install_runner(runner: Runner | None) -> None:
+    """Set (or, with None, clear) the runner of the grader's ``dlvision.testing``."""
+    try:
+        import dlvision.testing
+    except ImportError:
+        return
+    dlvision.testing._runner = runner
+
+
+# the grader's tools and these helpers travel by value: the student's process may have changed its own copies
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+try:
+    import dlvision.testing as _tools
+
+    cloudpickle.register_pickle_by_value(_tools)
+except ImportError:  # the course library is not installed: tests that use its tools fail on their own
+    pass

@@ -27,7 +27,8 @@ from nbgrader.converters import GenerateFeedback
 from nbgrader.plugins import CsvExportPlugin
 from nbgrader.preprocessors import ClearHiddenTests
 
-from grading.findings import VECTORS, Finding, read_findings
+from grading.findings import VECTORS, Finding, read_findings, spreadsheet_safe
+from grading.wire import clean_text
 
 # the folder that holds the ``grading`` package: nbgrader's processes import it from there
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]
@@ -78,12 +79,13 @@ class HideHiddenTests(ClearHiddenTests):
     """Feedback preprocessor: nothing of the hidden tests reaches the student.
 
     In every cell, each hidden-test region (the delimiters configured for nbgrader's
-    ``ClearHiddenTests``) becomes one line, ``# (hidden tests: not shown)``. Error
+    ``ClearHiddenTests``) becomes one line, ``# (hidden tests: not shown)``. The outputs of
+    a test cell's hidden part (listed by :mod:`grading.execute` in the cell's metadata,
+    ``grading.hidden_outputs``: what the tests and the student's own code printed, their
+    errors and the cell's value) are replaced by one line that says whether the hidden
+    tests passed; a cell with hidden tests but no such list keeps no output. Error
     tracebacks keep only their last line (``ename: evalue``): their frames quote source
-    lines, those of a grade cell's hidden tests, and those of a hidden helper function
-    that a later cell called. Grade cells keep only nbgrader's grading metadata. A cell
-    that had hidden tests also loses its ``execute_result``: that is the value of the
-    cell's last expression, which may be a hidden one.
+    lines. Grade cells keep only nbgrader's grading metadata.
     """
 
     def _remove_hidden_test_region(self, cell: NotebookNode) -> bool:
@@ -108,9 +110,20 @@ class HideHiddenTests(ClearHiddenTests):
     ) -> tuple[NotebookNode, ResourcesDict]:
         had_hidden_tests = self._remove_hidden_test_region(cell)
         if cell.cell_type == "code":
+            grading = cell.metadata.get("grading", {})
+            listed = grading.get("hidden_outputs")
+            if isinstance(listed, list):  # graded by grading.execute: it says which outputs, and whether they ran
+                hidden, ran = set(listed), grading.get("hidden_ran", True) is True
+            else:  # graded elsewhere: no output of a cell with hidden tests can be shown
+                hidden, ran = set(range(len(cell.outputs))) if had_hidden_tests else set(), False
+            failed = any(out.output_type == "error" or out.get("name") == "stderr"
+                         for i, out in enumerate(cell.outputs) if i in hidden)
+            cell.outputs = [out for i, out in enumerate(cell.outputs) if i not in hidden]
+            if ran or hidden:
+                verdict = "failed (what they checked is not shown)" if failed else "passed"
+                cell.outputs.append(NotebookNode(output_type="stream", name="stdout",
+                                                 text=f"hidden tests: {verdict}\n"))
             shorten_tracebacks(cell)
-            if had_hidden_tests:
-                cell.outputs = [out for out in cell.outputs if out.output_type != "execute_result"]
         if utils.is_grade(cell):
             keep_grading_metadata(cell)
         return cell, resources
@@ -193,8 +206,8 @@ def integrity_rows(course: Path, assignment: str) -> list[dict]:
             for finding in findings:
                 rows.append(
                     {
-                        "student": student,
-                        "notebook": context.get("notebook", ""),
+                        "student": clean_text(student),
+                        "notebook": clean_text(str(context.get("notebook", ""))),
                         "vector": finding.vector,
                         "meaning": VECTORS[finding.vector],
                         "cell": finding.cell,
@@ -225,10 +238,10 @@ def export_grades(course: Path, out: Path, *, config: Path | None = None, db_url
         findings = student_findings(course, row["assignment"], row["student_id"])
         row["integrity_flags"] = len(findings)
         row["integrity_vectors"] = ";".join(sorted({f.vector for f in findings}))
-    with out.open("w", newline="") as f:
+    with out.open("w", newline="", encoding="utf-8", errors="replace") as f:
         writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: spreadsheet_safe(v) for k, v in row.items()} for row in rows)
     return out
 
 
@@ -259,13 +272,13 @@ def write_integrity_report(
     checked = set(student_findings_files(course, assignment)) | set(scores or {})
 
     csv_path = folder / "report.csv"
-    with csv_path.open("w", newline="") as f:
+    with csv_path.open("w", newline="", encoding="utf-8", errors="replace") as f:
         writer = csv.DictWriter(f, fieldnames=REPORT_FIELDS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: spreadsheet_safe(v) for k, v in row.items()} for row in rows)
 
     html_path = folder / "report.html"
-    html_path.write_text(report_html(assignment, rows, len(checked), scores))
+    html_path.write_text(report_html(assignment, rows, len(checked), scores), encoding="utf-8", errors="replace")
     return csv_path, html_path
 
 

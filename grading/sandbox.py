@@ -1,30 +1,31 @@
 """The sandbox the student's code runs in: bubblewrap, an unprivileged user, limits.
 
-One :class:`Sandbox` is a long-lived ``bwrap`` process running the fork server of
-:mod:`grading.student`; each notebook gets a fresh student process forked from it.
-What the student's process can reach:
+One :class:`Sandbox` is a long-lived ``bwrap`` process whose PID 1 is the fork server of
+:mod:`grading.student`; each notebook gets a fresh student process forked from it. What
+the student's process can reach:
 
-* **files**: the Python installation and the course library, read-only, and two empty
-  folders, ``/scratch`` (its working folder) and ``/tmp``: private tmpfs wiped between
-  students, the only places it can write. The course folder with
-  ``solutions/``, the gradebook and the other submissions is not in its file system.
-* **network**: none. It has its own network namespace with only a loopback that is
-  down, so even ``127.0.0.1`` refuses.
-* **processes**: its own PID namespace; ``RLIMIT_NPROC`` (counted in its own user
-  namespace) stops fork bombs; everything left behind is killed after each student.
-* **memory and time**: ``RLIMIT_AS`` above what the warm imports use; the grader kills
-  the process when a cell or a call runs past its time limit.
+* **files**: the Python installation and the course library, read-only; ``/dev``
+  read-only (its device nodes work); two writable tmpfs folders, ``/scratch`` (its
+  working folder) and ``/tmp``, wiped after each student (a sandbox that cannot be wiped
+  clean is replaced). The course folder with ``solutions/``, the gradebook and the other
+  submissions is not in its file system.
+* **network**: none (its own network namespace, whose loopback is down).
+* **processes**: its own PID namespace, where the fork server is PID 1 (immune to its
+  signals) and not dumpable; a seccomp filter (:func:`grading.student.install_seccomp`);
+  no further user namespaces; ``RLIMIT_NPROC``; everything left is killed after each student.
+* **memory, disk and time**: ``RLIMIT_AS`` per process, the tmpfs sizes and
+  ``RLIMIT_FSIZE``; the fork server kills the student when its processes and files
+  together use more than ``memory_bytes``; the grader kills it past its time limits.
 
 When the grader runs as root (CI, a container), bubblewrap would run student code as
 root; instead the grader stages the read-only folders in a private mount namespace
-and starts bubblewrap as an unprivileged user (``setpriv``), so the limits apply.
+and starts bubblewrap as an unprivileged user (``setpriv``), one user id per worker.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import pickle
 import shutil
 import socket
 import subprocess
@@ -35,7 +36,7 @@ from pathlib import Path
 
 from grading import wire
 
-PRELOAD = ("numpy", "torch", "IPython", "dlvision", "dlvision.testing", "sklearn.datasets")
+PRELOAD = ("numpy", "torch", "IPython", "cloudpickle", "dlvision", "dlvision.testing", "sklearn.datasets")
 SANDBOX_UID = 60000  # + worker number, when the grader runs as root
 GRADING_MOUNT = "/opt/grading"
 
@@ -50,13 +51,10 @@ class Limits:
 
     cell_seconds: float = 120.0  # one student cell, or one call from a test
     notebook_seconds: float = 600.0  # everything the student's code runs for one notebook
-    memory_bytes: int = 3 * 2**30  # above the memory the warm imports already map
+    memory_bytes: int = 3 * 2**30  # all its processes and files together, above the warm imports
     processes: int = 64  # processes and threads
-    file_bytes: int = 256 * 2**20  # largest file the student's code may write in its scratch folder
-    output_bytes: int = 2**20  # outputs kept per cell; the rest is cut and reported
-
-    def for_child(self) -> dict:
-        return asdict(self)
+    disk_bytes: int = 256 * 2**20  # each writable folder (/scratch, /tmp), and the largest file
+    output_bytes: int = 2**20  # outputs kept for the whole notebook; the rest is cut and reported
 
 
 def find_bwrap() -> str:
@@ -79,8 +77,7 @@ def _read_only_folders() -> list[str]:
     for entry in sys.path:
         if entry.startswith("/") and os.path.isdir(entry) and "site-packages" in entry:
             folders.add(entry)
-    # a folder inside another one is already there
-    ordered = sorted(folders)
+    ordered = sorted(folders)  # a folder inside another one is already there
     return [f for f in ordered if not any(f != o and f.startswith(o.rstrip("/") + "/") for o in ordered)]
 
 
@@ -97,19 +94,26 @@ def _system_binds() -> list[str]:
     return args
 
 
+def pinned_environment() -> dict[str, str]:
+    """What course cells read and must read alike in the grader and in the sandbox: the
+    dlvision profile (``quick`` unless the grader's environment says otherwise) and the
+    GPUs (none unless ``CUDA_VISIBLE_DEVICES`` names some)."""
+    return {"DLVISION_PROFILE": os.environ.get("DLVISION_PROFILE") or "quick",
+            "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+
+
 def _environment() -> dict[str, str]:
     env = {
         "PATH": f"{sys.prefix}/bin:/usr/bin:/bin",
         "HOME": "/scratch",
         "LANG": "C.UTF-8",
-        "PYTHONPATH": GRADING_MOUNT,
-        "PYTHONDONTWRITEBYTECODE": "1",
         "MPLBACKEND": "Agg",
         "MPLCONFIGDIR": "/scratch/.matplotlib",
         # one thread per student process: the workers already use every core
         "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
     }
     env.update({k: v for k, v in os.environ.items() if k.startswith(("DLVISION_", "GRADING_DEBUG"))})
+    env.update(pinned_environment())
     return env
 
 
@@ -136,23 +140,24 @@ class Sandbox:
 
     def _command(self, bwrap: str, control_fd: int) -> list[str]:
         grading_dir = str(Path(__file__).resolve().parent)
-        read_only = _read_only_folders()
         root = os.geteuid() == 0
-        size = str(self.limits.file_bytes * 4)
-        # writable: only /scratch and /tmp, two private tmpfs that the server wipes between students
-        args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", *_system_binds(),
-                "--size", size, "--tmpfs", "/tmp", "--size", size, "--tmpfs", "/scratch"]
+        size = str(self.limits.disk_bytes)
+        args = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
+                "--as-pid-1", *_system_binds(), "--size", size, "--tmpfs", "/tmp", "--size", size,
+                "--tmpfs", "/scratch"]
         staged, targets = [], []
-        for index, folder in enumerate([*read_only, grading_dir]):
+        for index, folder in enumerate([*_read_only_folders(), grading_dir]):
             source = f"$STAGE/{index}" if root else folder
             target = f"{GRADING_MOUNT}/grading" if folder == grading_dir else folder
             args += ["--ro-bind", source, target]  # a venv under /tmp lands on the tmpfs: kept by the wipe
             staged.append(folder)
             targets.append(target)
-        args += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/", "--chdir", "/scratch", "--clearenv"]
+        args += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev", "--remount-ro", "/",
+                 "--chdir", "/scratch", "--clearenv"]
         for key, value in _environment().items():
             args += ["--setenv", key, value]
-        args += [os.path.join(sys.prefix, "bin", "python"), "-m", "grading.student", str(control_fd),
+        args += [os.path.join(sys.prefix, "bin", "python"), "-I", "-P", f"{GRADING_MOUNT}/grading/student.py",
+                 str(control_fd),
                  ",".join(self.preload), os.pathsep.join(targets)]
         if not root:
             return args
@@ -183,20 +188,19 @@ class Sandbox:
 
     # ---- one student
 
-    def spawn(self) -> tuple[socket.socket, int]:
-        """A fresh student process: the socket to talk to it, and its PID in the sandbox."""
+    def spawn(self) -> socket.socket:
+        """A fresh student process: the socket to talk to it."""
         for attempt in range(2):
             if not self.alive():
                 self.close()
                 self.start()
             try:
-                wire.send_bytes(self.control, pickle.dumps({"op": "fork", "limits": self.limits.for_child()}))
-                message, fds, _, _ = socket.recv_fds(self.control, 1 << 16, 1)
-                if not fds:
+                wire.send_json(self.control, {"op": "fork", "limits": asdict(self.limits)})
+                message, fds, _, _ = socket.recv_fds(self.control, 1 << 10, 1)
+                if len(fds) != 1 or not message.startswith(b'{"pid": '):
                     raise wire.ChannelClosed("the sandbox sent no socket")
-                info = pickle.loads(message)
-                return socket.socket(fileno=fds[0]), info["pid"]
-            except (OSError, wire.ChannelClosed, EOFError, pickle.UnpicklingError):
+                return socket.socket(fileno=fds[0])
+            except (OSError, wire.ChannelClosed, wire.Malformed):
                 if attempt:
                     raise SandboxUnavailable(self._failure()) from None
                 self.close()
@@ -209,14 +213,19 @@ class Sandbox:
         except OSError:
             self.close()
 
-    def wait_exit(self, timeout: float = 30.0) -> str:
-        """How the current student process ended ("exited with status 0", "killed by signal 9 ...")."""
+    def wait_exit(self, timeout: float = 60.0) -> str:
+        """How the current student process ended ("exited with status 0", "killed by signal 9 ...").
+
+        A sandbox that could not be cleaned after it is closed: the next student gets a new one.
+        """
         try:
-            return pickle.loads(wire.recv_bytes(self.control, timeout))["exit"]
-        except (wire.ChannelClosed, wire.ChannelTimeout, EOFError):
-            reason = "the sandbox stopped responding"
+            reply = wire.recv_json(self.control, timeout)
+            status, clean = str(reply.get("exit", "?")), reply.get("clean") is True
+        except (wire.ChannelClosed, wire.ChannelTimeout, wire.Malformed, OSError):
+            status, clean = "the sandbox stopped responding", False
+        if not clean:
             self.close()
-            return reason
+        return status
 
     def _failure(self) -> str:
         error = ""

@@ -125,6 +125,8 @@ _RIGGED_METHODS = frozenset({
     "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool__", "__float__", "__int__", "__index__",
     "__array__", "__array_ufunc__", "__array_function__", "__torch_function__", "__torch_dispatch__",
     "__instancecheck__", "__subclasscheck__", "__class__", "__getattribute__",
+    # what the grader's tools read about a module: a class of the student's that redefines them pretends
+    "named_parameters", "parameters", "named_buffers", "buffers", "named_modules", "modules", "state_dict",
 })
 _RIGGED_BASES = frozenset({
     "numpy.ndarray", "numpy.generic", "numpy.number", "numpy.floating", "numpy.integer", "numpy.float64",
@@ -172,7 +174,11 @@ _MODULE_NAMES = frozenset(sys.stdlib_module_names) | {
 _NAME_BUILDERS = ("builtins.eval", "builtins.exec", "builtins.compile", "builtins.__import__", "builtins.globals",
                   "builtins.vars", "builtins.locals", "globals()", "importlib", "marshal", "types.FunctionType", "types.CodeType",
                   "sys.modules", "operator.attrgetter", "operator.methodcaller", "get_ipython()",
-                  "IPython.get_ipython")
+                  "IPython.get_ipython", "torch.ops", "torch._ops", "torch._VF", "threading", "_thread",
+                  "concurrent", "multiprocessing", "sys.setprofile", "sys.settrace", "sys.monitoring")
+# The names under which the library's own code runs an operation that a rule names.
+_ALIASES = {"unfold": {"im2col"}, "Unfold": {"im2col"}, "fold": {"col2im"}, "Fold": {"col2im"},
+            "max_pool2d": {"max_pool2d_with_indices"}, "avg_pool2d": {"avg_pool2d"}}
 _NAME_BUILDING_ATTRIBUTES = frozenset({"__dict__", "__getattribute__", "__getattr__", "__globals__", "f_globals",
                                        "f_back"})
 
@@ -838,17 +844,47 @@ def _string_list(table: dict, key: str, where: str) -> list[str]:
     return value
 
 
-def forbidden_uses(rules: list[Rule], cells: list[tuple[str, str]]) -> dict[str, list[str]]:
+def rule_words(rule: Rule) -> set[str]:
+    """The rule's forbidden words, with the names the library's own code gives the same operations
+    (``torch.ops.aten.im2col`` is ``unfold``, ``aten.convolution`` every ``conv``): the watch in
+    the student's process matches them against the functions that run."""
+    words = set(rule.names)
+    for word in rule.names:
+        words |= _ALIASES.get(word, set())
+        if word.startswith(("conv", "Conv")):
+            words |= {"convolution", "_convolution"}
+    return words
+
+
+def defined_names(source: str) -> list[str]:
+    """The names a cell's top level defines: functions, classes and assigned names, in order."""
+    tree = _parse(source)
+    names = []
+    for node in tree.body if tree is not None else []:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                names += [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
+    return list(dict.fromkeys(names))
+
+
+def forbidden_uses(rules: list[Rule], cells: list[tuple[str, str]],
+                   exports: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
     """For each exercise (grade id) whose code breaks a rule, the offending uses.
 
-    An exercise's code is what its solution cell (labelled by its grade id in ``cells``)
-    defines (its functions and classes; every statement of the cell if it defines none), the
-    other top-level bindings of those names in any cell, and, transitively, the definitions
-    in any cell of the top-level names that code uses (helpers, variables, imports). A use
-    reads ``"line 5: torch.nn.functional.conv2d"`` in the exercise's own cell and
-    ``"cell 7, line 2 (in helper): ..."`` elsewhere. Building names at run time (``getattr``
-    with a computed name, ``eval``, ``exec``, ``__import__``, ``importlib``, ``globals()``,
-    ``vars()``, ``__dict__``) counts as a use: the grader cannot vouch for such code.
+    An exercise's code is its solution cell (labelled by its grade id in ``cells``; its
+    functions and classes, or every statement if it defines none), the definitions in any
+    cell of the names the reference solution cell defines (``exports``; without it, those
+    the student's cell defines: a function redefined in a later cell is what runs), and,
+    transitively, the definitions in any cell of the top-level names that code uses (helpers,
+    variables, imports). Besides, a forbidden operation used as a value anywhere (stored in
+    a module attribute or a container, passed along: ``np.mm = F.conv2d``) counts against
+    every exercise of the rule. A use reads ``"line 5: torch.nn.functional.conv2d"`` in the
+    exercise's own cell and ``"cell 7, line 2 (in helper): ..."`` elsewhere. Building names
+    or code at run time (``getattr`` with a computed name, ``eval``, ``exec``, ``__import__``,
+    ``importlib``, ``globals()``, ``vars()``, ``__dict__``, ``torch.ops``, threads, tracers)
+    counts as a use: the grader cannot vouch for such code.
     """
     parsed = _parse_cells(cells)
     module = _module_scope(parsed)
@@ -856,12 +892,23 @@ def forbidden_uses(rules: list[Rule], cells: list[tuple[str, str]]) -> dict[str,
     by_label = {cell.label: cell for cell in parsed}
     uses: dict[str, list[str]] = {}
     for rule in rules:
+        escaped = _escaping_uses(rule, parsed, module)
         for exercise in rule.exercises:
-            if exercise in by_label:
-                found = _exercise_uses(rule, by_label[exercise], definitions, module)
-                known = uses.setdefault(exercise, [])
-                known += [use for use in found if use not in known]
+            found = _exercise_uses(rule, by_label.get(exercise), (exports or {}).get(exercise), definitions, module)
+            known = uses.setdefault(exercise, [])
+            known += [use for use in found + escaped if use not in known]
     return {exercise: found for exercise, found in uses.items() if found}
+
+
+def _escaping_uses(rule: Rule, parsed: list[_Cell], module: _Scope) -> list[str]:
+    """Forbidden operations used as values (not called) anywhere in the student's code."""
+    uses = []
+    for cell in parsed:
+        checker = _RuleChecker(rule, module, cell.docstrings, escapes_only=True)
+        for statement in cell.statements:
+            checker.visit(statement)
+        uses += [f"{cell.label}, line {line}: {what} (used as a value)" for line, what in checker.uses]
+    return uses
 
 
 @dataclass
@@ -895,14 +942,16 @@ def _module_definitions(parsed: list[_Cell]) -> dict[str, list[_Definition]]:
     return definitions
 
 
-def _exercise_uses(rule: Rule, cell: _Cell, definitions: dict[str, list[_Definition]], module: _Scope) -> list[str]:
-    """The uses that break ``rule`` in the code of the exercise whose solution cell is ``cell``."""
-    statements = sorted(cell.statements + cell.too_deep, key=lambda s: s.lineno)
+def _exercise_uses(rule: Rule, cell: _Cell | None, names: list[str] | None,
+                   definitions: dict[str, list[_Definition]], module: _Scope) -> list[str]:
+    """The uses that break ``rule`` in the code of an exercise (its cell, and where its names are defined)."""
+    statements = sorted(cell.statements + cell.too_deep, key=lambda s: s.lineno) if cell else []
     functions = [s for s in statements if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
     queue = [_Definition(cell, s) for s in functions or statements]
-    for function in functions:
-        queue += definitions.get(function.name, [])
+    for name in names if names is not None else [f.name for f in functions]:
+        queue += definitions.get(name, [])
     seen, uses = set(), []
+    label = cell.label if cell else ""
     while queue:
         definition = queue.pop(0)
         if id(definition.statement) in seen:
@@ -916,7 +965,7 @@ def _exercise_uses(rule: Rule, cell: _Cell, definitions: dict[str, list[_Definit
             checker.visit(definition.statement)
             found, used_names = checker.uses, checker.module_names
         for line, what in found:
-            use = f"{definition.describe(line, cell.label)}: {what}"
+            use = f"{definition.describe(line, label)}: {what}"
             if use not in uses:
                 uses.append(use)
         for name in sorted(used_names):
@@ -927,13 +976,17 @@ def _exercise_uses(rule: Rule, cell: _Cell, definitions: dict[str, list[_Definit
 class _RuleChecker(_ScopedVisitor):
     """The uses in one statement that break a rule, and the top-level names the statement uses."""
 
-    def __init__(self, rule: Rule, scope: _Scope, docstrings: set[int]):
+    def __init__(self, rule: Rule, scope: _Scope, docstrings: set[int], escapes_only: bool = False):
         super().__init__(scope, docstrings)
         self.rule = rule
+        self.escapes_only = escapes_only  # only forbidden operations used as values count
+        self.called: set[int] = set()  # ids of the nodes that are called (not used as values)
         self.uses: list[tuple[int, str]] = []  # (line in the cell, what is used)
         self.module_names: set[str] = set()  # the top-level names the statement uses
 
-    def flag(self, node: ast.AST, what: str) -> None:
+    def flag(self, node: ast.AST, what: str, escape: bool = False) -> None:
+        if self.escapes_only and (not escape or id(node) in self.called):
+            return
         if (node.lineno, what) not in self.uses:
             self.uses.append((node.lineno, what))
 
@@ -951,7 +1004,7 @@ class _RuleChecker(_ScopedVisitor):
             return False
         self.cover(chain)
         if self.forbidden(path):
-            self.flag(node, _display(path))
+            self.flag(node, _display(path), escape=True)
         elif _builds_names(path):
             self.flag(node, f"{_display(path)} ({_RUN_TIME_NAMES})")
         return True
@@ -977,8 +1030,19 @@ class _RuleChecker(_ScopedVisitor):
         self.check_expression(node)
         self.generic_visit(node)
 
+    def visit_Assign(self, node: ast.Assign | ast.AnnAssign) -> None:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        if all(isinstance(target, ast.Name) for target in targets):
+            self.called.add(id(node.value))  # a plain alias: the scope follows it, it is no escape
+        self.generic_visit(node)
+
+    visit_AnnAssign = visit_Assign
+
     def visit_Call(self, node: ast.Call) -> None:
+        self.called.add(id(node.func))
         function = self.resolve(node.func)
+        if function in _GETATTR_FUNCTIONS and node.args:
+            self.called.add(id(node.args[0]))  # reading an attribute is no escape (a computed name is flagged)
         named = function in _GETATTR_FUNCTIONS or function in _SETATTR_FUNCTIONS
         if named and len(node.args) >= 2 and not isinstance(_literal(node.args[1]), str):
             self.flag(node, f"{_display(function)} with a name built at run time ({_CANNOT_VOUCH})")

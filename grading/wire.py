@@ -1,35 +1,36 @@
 """The protocol between the trusted grader and the student's sandboxed process.
 
-Messages are length-prefixed pickles on a Unix socket. The two directions are not
-symmetric, and that asymmetry is the integrity guarantee:
+Messages are length-prefixed frames on a Unix socket. The two directions differ, and
+that difference is the integrity guarantee:
 
-* **trusted -> student**: any picklable value (cloudpickle, so the test's lambdas and
-  torch modules travel by value). The student's process may do what it likes with them.
-* **student -> trusted**: *plain data only*. The student side turns every object into
-  exact builtins (``int``, ``float``, ``str``, ``tuple``, ``list``, ``dict``, ...) or a
-  tagged array (numpy, torch) before pickling; the trusted side unpickles with
-  :class:`PlainUnpickler`, which refuses every class. An object with a rigged
-  ``__eq__``, a subclass of ``ndarray`` or ``float``, anything defined by the student,
-  arrives as an opaque :class:`RemoteObject` that compares equal to nothing but itself.
-
-So the values that hidden tests compare in the trusted process are the student's
-*results*, never the student's *behaviour*.
+* **trusted -> student**: a pickle (cloudpickle, so the tests' lambdas, helpers and
+  torch modules travel by value). The student's process may do what it likes with it.
+* **student -> trusted**: **data, never code**. :func:`encode` turns a value into
+  JSON-like values plus raw array bytes (dtype, shape, offset, as ``.npy`` and
+  safetensors do); :func:`decode` rebuilds only exact builtins, numpy arrays and scalars,
+  torch tensors and numpy Generators from it, within size and depth limits, and raises
+  :class:`Malformed` for anything else. Nothing the student's process sends is unpickled.
+  Whatever is not plain data (a module, an optimizer, a generator, an object of the
+  student's own class) stays in the student's process and is sent as a handle
+  (``{"h": [number, type name, repr]}``).
 """
 
 from __future__ import annotations
 
-import io
-import pickle
+import json
 import socket
 import struct
+import sys
 import time
 
-_HEADER = struct.Struct("!Q")
-MAX_MESSAGE_BYTES = 256 * 2**20  # a result larger than this is refused, not buffered
-
-# Exact types that pickle as themselves: no class lookup is needed to load them.
-PLAIN_SCALARS = (type(None), bool, int, float, complex, str, bytes)
-PLAIN_CONTAINERS = (tuple, list, dict, set, frozenset)
+_FRAME = struct.Struct("!Q")
+_BODY = struct.Struct("!I")
+MAX_MESSAGE_BYTES = 256 * 2**20  # a reply larger than this is refused, not buffered
+MAX_DEPTH = 64  # nesting of lists, tuples and dicts in a reply
+NUMPY_KINDS = "biufcSU"  # dtypes that hold plain numbers, booleans or fixed-width strings
+TORCH_DTYPES = ("float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool",
+                "complex64", "complex128")
+BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 
 
 class ChannelClosed(ConnectionError):
@@ -40,36 +41,37 @@ class ChannelTimeout(TimeoutError):
     """No complete message arrived within the time limit."""
 
 
-class MessageTooLarge(ValueError):
-    """A message is over :data:`MAX_MESSAGE_BYTES`."""
+class Malformed(ValueError):
+    """A reply that is not a well-formed data message (or is over the size limit)."""
+
+
+class NotPlainData(TypeError):
+    """Raised by :func:`encode` when a value must be plain data and is not."""
 
 
 # --------------------------------------------------------------------------- framing
 
 
 def send_bytes(sock: socket.socket, payload: bytes) -> None:
-    sock.sendall(_HEADER.pack(len(payload)) + payload)
+    sock.sendall(_FRAME.pack(len(payload)) + payload)
 
 
 def recv_bytes(sock: socket.socket, timeout: float | None = None, limit: int = MAX_MESSAGE_BYTES) -> bytes:
     """One framed message; :class:`ChannelTimeout` when ``timeout`` seconds pass first."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    size = _HEADER.unpack(_recv_exact(sock, _HEADER.size, deadline))[0]
+    size = _FRAME.unpack(_recv_exact(sock, _FRAME.size, deadline))[0]
     if size > limit:
-        raise MessageTooLarge(f"a message of {size} bytes is over the limit of {limit} bytes")
+        raise Malformed(f"a message of {size} bytes is over the limit of {limit} bytes")
     return _recv_exact(sock, size, deadline)
 
 
 def _recv_exact(sock: socket.socket, size: int, deadline: float | None) -> bytes:
     chunks, received = [], 0
     while received < size:
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ChannelTimeout("no reply before the time limit")
-            sock.settimeout(remaining)
-        else:
-            sock.settimeout(None)
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise ChannelTimeout("no reply before the time limit")
+        sock.settimeout(remaining)
         try:
             chunk = sock.recv(min(size - received, 1 << 20))
         except TimeoutError as error:
@@ -83,171 +85,106 @@ def _recv_exact(sock: socket.socket, size: int, deadline: float | None) -> bytes
     return b"".join(chunks)
 
 
-# --------------------------------------------------------------------------- trusted side
+def send_json(sock: socket.socket, value) -> None:
+    """A small JSON message (the fork server's control channel)."""
+    send_bytes(sock, json.dumps(value).encode())
 
 
-class RemoteObject:
-    """Stands for an object that stayed in the student's process.
-
-    It has identity equality only, so no comparison can succeed by accident; passing
-    it back to a student function hands the student the original object.
-    """
-
-    __slots__ = ("handle", "type_name", "text")
-
-    def __init__(self, handle: int, type_name: str, text: str):
-        self.handle, self.type_name, self.text = handle, type_name, text
-
-    def __repr__(self) -> str:
-        return f"<object of type {self.type_name} from the student's process: {self.text}>"
-
-    def __reduce__(self):  # never pickled by value: the trusted pickler sends the handle
-        raise pickle.PicklingError("a RemoteObject is sent by handle, not by value")
+def recv_json(sock: socket.socket, timeout: float | None = None, limit: int = 1 << 16) -> dict:
+    data = recv_bytes(sock, timeout, limit)
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError) as error:
+        raise Malformed(f"not a JSON message: {error}") from None
+    if not isinstance(value, dict):
+        raise Malformed("not a JSON object")
+    return value
 
 
-class PlainUnpickler(pickle.Unpickler):
-    """Loads what the student's process sent: exact builtins and tagged arrays, nothing else."""
-
-    def __init__(self, data: bytes, known: list | None = None):
-        super().__init__(io.BytesIO(data))
-        self.known = known or []
-
-    def find_class(self, module, name):
-        if (module, name) == ("builtins", "complex"):  # complex numbers pickle through their type
-            return complex
-        raise pickle.UnpicklingError(f"the student's process sent a {module}.{name} object, which is refused")
-
-    def persistent_load(self, pid):
-        tag = pid[0]
-        if tag == "known":  # one of the trusted objects passed as an argument, returned as is
-            return self.known[pid[1]]
-        if tag == "remote":
-            return RemoteObject(int(pid[1]), str(pid[2]), str(pid[3]))
-        if tag == "ndarray":
-            return _load_ndarray(*pid[1:])
-        if tag == "npscalar":
-            return _load_ndarray(pid[1], (), pid[2])[()]
-        if tag == "tensor":
-            return _load_tensor(*pid[1:])
-        if tag == "npgenerator":
-            return _load_np_generator(pid[1])
-        raise pickle.UnpicklingError(f"unknown tag {tag!r} from the student's process")
+# --------------------------------------------------------------------------- student side: encode
 
 
-def loads_plain(data: bytes, known: list | None = None):
-    return PlainUnpickler(data, known).load()
+class _Encoder:
+    def __init__(self, keep, mode: str):
+        self.keep, self.mode, self.buffers, self.size = keep, mode, [], 0
 
+    def blob(self, raw: bytes) -> list[int]:
+        offset = self.size
+        self.buffers.append(raw)
+        self.size += len(raw)
+        if self.size > MAX_MESSAGE_BYTES:
+            raise NotPlainData(f"the reply is over the grader's limit of {MAX_MESSAGE_BYTES} bytes")
+        return [offset, len(raw)]
 
-def _load_ndarray(dtype: str, shape, raw: bytes):
-    import numpy as np
-
-    dt = np.dtype(dtype)
-    if dt.hasobject:
-        raise pickle.UnpicklingError("object arrays are refused")
-    shape = tuple(int(n) for n in shape)
-    count = 1
-    for n in shape:
-        count *= n
-    if len(raw) != count * dt.itemsize:
-        raise pickle.UnpicklingError("an array's bytes do not match its shape")
-    return np.frombuffer(raw, dtype=dt).reshape(shape).copy()
-
-
-def _load_tensor(dtype: str, shape, raw: bytes, requires_grad: bool):
-    import torch
-
-    array = _load_ndarray(_TORCH_TO_NUMPY[dtype], shape, raw) if dtype != "bfloat16" else None
-    if array is None:  # bfloat16 travels as float32
-        array = _load_ndarray("<f4", shape, raw)
-        tensor = torch.from_numpy(array).to(torch.bfloat16)
-    else:
-        tensor = torch.from_numpy(array)
-    return tensor.requires_grad_(bool(requires_grad)) if tensor.is_floating_point() else tensor
-
-
-def _load_np_generator(state: dict):
-    import numpy as np
-
-    name = state.get("bit_generator")
-    if name not in ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64"):
-        raise pickle.UnpicklingError(f"unknown bit generator {name!r}")
-    generator = np.random.Generator(getattr(np.random, name)())
-    generator.bit_generator.state = state
-    return generator
-
-
-_TORCH_TO_NUMPY = {
-    "float64": "<f8", "float32": "<f4", "float16": "<f2", "int64": "<i8", "int32": "<i4",
-    "int16": "<i2", "int8": "|i1", "uint8": "|u1", "bool": "|b1", "complex64": "<c8", "complex128": "<c16",
-}
-
-
-# --------------------------------------------------------------------------- student side
-
-
-class PlainPickler(pickle.Pickler):
-    """Pickles a student's value as plain data; anything else stays behind as a handle."""
-
-    def __init__(self, file, known_ids: dict[int, int], keep):
-        super().__init__(file, protocol=5)
-        self.known_ids = known_ids  # id(argument object) -> index in the caller's list
-        self.keep = keep  # callable(obj) -> handle for objects that stay in this process
-
-    def persistent_id(self, obj):
-        index = self.known_ids.get(id(obj))
-        if index is not None:
-            return ("known", index)
-        kind = type(obj)
-        if kind in PLAIN_SCALARS or kind in PLAIN_CONTAINERS:
-            if kind is dict and not all(type(k) in PLAIN_SCALARS for k in obj):
-                return self._remote(obj)
-            return None
-        tagged = _tag_array(obj)
-        return tagged if tagged is not None else self._remote(obj)
-
-    def _remote(self, obj):
+    def handle(self, obj):
+        if self.mode == "data":
+            raise NotPlainData(f"a {_type_name(obj)} is not plain data")
         try:
             text = repr(obj)[:200]
         except BaseException:  # a student's __repr__ may raise anything
             text = "(repr failed)"
-        return ("remote", self.keep(obj), _type_name(obj), text)
+        return {"h": [self.keep(obj), _type_name(obj), text]}
+
+    def value(self, obj, depth: int = 0):
+        if depth > MAX_DEPTH:
+            raise NotPlainData(f"the result is nested more than {MAX_DEPTH} levels deep")
+        kind = type(obj)
+        if obj is None or kind in (bool, int, str):
+            return obj
+        if kind is float:
+            return obj if obj == obj and obj not in (float("inf"), float("-inf")) else {"f": repr(obj)}
+        if kind is list:
+            return [self.value(x, depth + 1) for x in obj]
+        if kind is tuple or _is_tuple_like(obj):
+            return {"t": [self.value(x, depth + 1) for x in tuple.__iter__(obj)]}
+        if kind is dict or _is_ordered_dict(obj):
+            return {"d": [[self.value(k, depth + 1), self.value(v, depth + 1)] for k, v in dict.items(obj)]}
+        if kind in (set, frozenset):
+            return {"s" if kind is set else "fs": [self.value(x, depth + 1) for x in obj]}
+        if kind is bytes:
+            return {"b": self.blob(obj)}
+        if kind is complex:
+            return {"c": [repr(obj.real), repr(obj.imag)]}
+        tagged = self.array(obj)
+        return tagged if tagged is not None else self.handle(obj)
+
+    def array(self, obj):
+        """The tagged form of an exact numpy array or scalar, a torch tensor, dtype or device, or a Generator."""
+        np, torch = sys.modules.get("numpy"), sys.modules.get("torch")
+        if np is not None:
+            if type(obj) is np.ndarray and obj.dtype.kind in NUMPY_KINDS and obj.dtype.fields is None:
+                return {"nd": [obj.dtype.str, list(obj.shape), *self.blob(np.ascontiguousarray(obj).tobytes())]}
+            if isinstance(obj, np.generic) and type(obj).__module__ == "numpy" and obj.dtype.kind in NUMPY_KINDS:
+                return {"ns": [obj.dtype.str, *self.blob(np.asarray(obj).tobytes())]}
+            if type(obj) is np.random.Generator:
+                state = _plain_state(obj.bit_generator.state)
+                return {"g": json.loads(json.dumps(state))} if state.get("bit_generator") in BIT_GENERATORS else None
+        if torch is not None:
+            if type(obj) in (torch.Tensor, torch.nn.Parameter) and obj.layout == torch.strided:
+                name = str(obj.dtype).removeprefix("torch.")
+                if name not in TORCH_DTYPES or obj.is_quantized or obj.is_meta:
+                    return None
+                tensor = obj.detach().cpu().contiguous()
+                raw = tensor.view(torch.uint8).numpy().tobytes() if tensor.dim() else tensor.reshape(1).view(
+                    torch.uint8).numpy().tobytes()
+                return {"pt": [name, list(tensor.shape), *self.blob(raw), bool(obj.requires_grad)]}
+            if type(obj) is torch.Size:
+                return {"t": [int(n) for n in obj]}
+            if type(obj) in (torch.dtype, torch.device):
+                return str(obj)
+        return None
 
 
-def dumps_plain(value, known_ids: dict[int, int], keep) -> bytes:
-    buffer = io.BytesIO()
-    PlainPickler(buffer, known_ids, keep).dump(value)
-    return buffer.getvalue()
-
-
-def _type_name(obj) -> str:
+def _is_tuple_like(obj) -> bool:
+    """A namedtuple (or ``torch.return_types``' structseq): sent as the plain tuple of its items."""
     kind = type(obj)
-    return f"{getattr(kind, '__module__', '?')}.{getattr(kind, '__qualname__', '?')}"
+    return isinstance(obj, tuple) and (hasattr(kind, "_fields") or kind.__module__ == "torch.return_types")
 
 
-def _tag_array(obj):
-    """The tagged plain form of an exact numpy array, numpy scalar, torch tensor or Generator."""
-    import sys
+def _is_ordered_dict(obj) -> bool:
+    import collections
 
-    np = sys.modules.get("numpy")
-    if np is not None:
-        if type(obj) is np.ndarray and not obj.dtype.hasobject and obj.dtype.fields is None:
-            return ("ndarray", obj.dtype.str, obj.shape, np.ascontiguousarray(obj).tobytes())
-        if isinstance(obj, np.generic) and type(obj).__module__ == "numpy" and not obj.dtype.hasobject:
-            return ("npscalar", obj.dtype.str, np.asarray(obj).tobytes())
-        if type(obj) is np.random.Generator:
-            return ("npgenerator", _plain_state(obj.bit_generator.state))
-    torch = sys.modules.get("torch")
-    if torch is not None and type(obj) in (torch.Tensor, torch.nn.Parameter) and obj.layout == torch.strided:
-        tensor = obj.detach().cpu()
-        name = str(tensor.dtype).removeprefix("torch.")
-        if name == "bfloat16":
-            raw = tensor.float().contiguous().numpy().tobytes()
-        elif name in _TORCH_TO_NUMPY:
-            raw = tensor.contiguous().numpy().tobytes()
-        else:
-            return None
-        return ("tensor", name, tuple(tensor.shape), raw, bool(obj.requires_grad))
-    return None
+    return type(obj) in (collections.OrderedDict, collections.defaultdict)
 
 
 def _plain_state(state):
@@ -257,3 +194,162 @@ def _plain_state(state):
     if hasattr(state, "tolist"):
         return state.tolist()
     return state
+
+
+def _type_name(obj) -> str:
+    kind = type(obj)
+    return f"{getattr(kind, '__module__', '?')}.{getattr(kind, '__qualname__', '?')}"
+
+
+def encode(message: dict, keep, result_mode: str = "auto") -> bytes:
+    """A reply as bytes. ``keep(obj) -> int`` stores an object that stays here and numbers it.
+
+    ``message["result"]`` is encoded by ``result_mode``: ``"auto"`` (plain data, handles for
+    the rest), ``"handle"`` (always a handle) or ``"data"`` (:class:`NotPlainData` unless it
+    is plain data, handles inside it included); the rest of the message must be plain data.
+    """
+    encoder = _Encoder(keep, "data")
+    body = {key: encoder.value(value) for key, value in message.items() if key != "result"}
+    if "result" in message:
+        encoder.mode = "auto" if result_mode == "handle" else result_mode
+        value = message["result"]
+        body["result"] = encoder.handle(value) if result_mode == "handle" else encoder.value(value)
+    text = json.dumps(body, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+    return _BODY.pack(len(text)) + text + b"".join(encoder.buffers)
+
+
+# --------------------------------------------------------------------------- trusted side: decode
+
+
+def decode(data: bytes, make_handle=None) -> dict:
+    """A reply rebuilt from its bytes, or :class:`Malformed`. ``make_handle(number, type_name, text)``
+    makes the trusted side's stand-in for an object that stayed in the student's process."""
+    if len(data) < _BODY.size:
+        raise Malformed("a reply shorter than its header")
+    size = _BODY.unpack_from(data)[0]
+    if _BODY.size + size > len(data):
+        raise Malformed("a reply whose JSON part is cut off")
+    try:
+        body = json.loads(data[_BODY.size:_BODY.size + size].decode("ascii"))
+    except (ValueError, RecursionError) as error:
+        raise Malformed(f"the reply is not JSON ({type(error).__name__})") from None
+    if not isinstance(body, dict):
+        raise Malformed("the reply is not a JSON object")
+    decoder = _Decoder(memoryview(data)[_BODY.size + size:], make_handle)
+    try:
+        return {clean_text(key): decoder.value(value) for key, value in body.items()}
+    except (TypeError, ValueError, OverflowError, MemoryError, RecursionError) as error:
+        raise Malformed(f"the reply could not be rebuilt as data: {type(error).__name__}: {error}"[:500]) from None
+
+
+class _Decoder:
+    def __init__(self, blob: memoryview, make_handle):
+        self.blob, self.make_handle = blob, make_handle
+
+    def bytes_at(self, offset, length) -> bytes:
+        if type(offset) is not int or type(length) is not int or offset < 0 or length < 0:
+            raise Malformed("a bad buffer reference")
+        if offset + length > len(self.blob):
+            raise Malformed("a buffer reference beyond the end of the reply")
+        return bytes(self.blob[offset:offset + length])
+
+    def value(self, obj, depth: int = 0):
+        if depth > MAX_DEPTH:
+            raise Malformed(f"the reply is nested more than {MAX_DEPTH} levels deep")
+        if obj is None or type(obj) in (bool, int, float):
+            return obj
+        if type(obj) is str:
+            return clean_text(obj)
+        if type(obj) is list:
+            return [self.value(x, depth + 1) for x in obj]
+        if type(obj) is not dict or len(obj) != 1:
+            raise Malformed("an unknown value in the reply")
+        ((tag, item),) = obj.items()
+        if tag in ("t", "s", "fs") and type(item) is list:
+            items = [self.value(x, depth + 1) for x in item]
+            return {"t": tuple, "s": set, "fs": frozenset}[tag](items)
+        if tag == "d" and type(item) is list:
+            pairs = [(self.value(p[0], depth + 1), self.value(p[1], depth + 1))
+                     for p in item if type(p) is list and len(p) == 2]
+            if len(pairs) != len(item):
+                raise Malformed("a dict entry that is not a pair")
+            return dict(pairs)
+        if tag == "f" and item in ("nan", "inf", "-inf"):
+            return float(item)
+        if tag == "c" and type(item) is list and len(item) == 2 and all(type(x) is str for x in item):
+            return complex(float(item[0]), float(item[1]))
+        if tag == "b" and type(item) is list and len(item) == 2:
+            return self.bytes_at(*item)
+        if tag == "nd" and type(item) is list and len(item) == 4:
+            return self.ndarray(item[0], item[1], self.bytes_at(item[2], item[3]))
+        if tag == "ns" and type(item) is list and len(item) == 3:
+            return self.ndarray(item[0], [], self.bytes_at(item[1], item[2]))[()]
+        if tag == "pt" and type(item) is list and len(item) == 5:
+            return self.tensor(item[0], item[1], self.bytes_at(item[2], item[3]), item[4])
+        if tag == "g" and type(item) is dict:
+            return self.generator(item)
+        if tag == "h" and type(item) is list and len(item) == 3 and self.make_handle is not None:
+            number, type_name, text = item
+            if type(number) is not int or type(type_name) is not str or type(text) is not str:
+                raise Malformed("a bad handle")
+            return self.make_handle(number, clean_text(type_name[:300]), clean_text(text[:300]))
+        raise Malformed(f"an unknown tag {str(tag)[:20]!r} in the reply")
+
+    @staticmethod
+    def shape(shape) -> tuple[int, ...]:
+        if type(shape) is not list or len(shape) > 32 or not all(type(n) is int and n >= 0 for n in shape):
+            raise Malformed("a bad array shape")
+        return tuple(shape)
+
+    def ndarray(self, dtype, shape, raw: bytes):
+        import numpy as np
+
+        if type(dtype) is not str or len(dtype) > 8:
+            raise Malformed("a bad dtype")
+        dt = np.dtype(dtype)
+        if dt.kind not in NUMPY_KINDS or dt.fields is not None or dt.subdtype is not None or dt.itemsize == 0:
+            raise Malformed(f"the dtype {dtype!r} is refused")
+        shape = self.shape(shape)
+        if len(raw) != _count(shape) * dt.itemsize:
+            raise Malformed("an array's bytes do not match its shape")
+        return np.frombuffer(raw, dtype=dt).reshape(shape).copy()
+
+    def tensor(self, dtype, shape, raw: bytes, requires_grad):
+        import torch
+
+        if dtype not in TORCH_DTYPES or type(requires_grad) is not bool:
+            raise Malformed("a bad tensor")
+        dt = getattr(torch, dtype)
+        shape = self.shape(shape)
+        if len(raw) != _count(shape) * dt.itemsize:
+            raise Malformed("a tensor's bytes do not match its shape")
+        flat = torch.frombuffer(bytearray(raw), dtype=dt) if raw else torch.empty(0, dtype=dt)
+        tensor = flat.reshape(shape)
+        return tensor.requires_grad_(True) if requires_grad and (dt.is_floating_point or dt.is_complex) else tensor
+
+    @staticmethod
+    def generator(state: dict):
+        import numpy as np
+
+        name = state.get("bit_generator")
+        if name not in BIT_GENERATORS:
+            raise Malformed("an unknown bit generator")
+        generator = np.random.Generator(getattr(np.random, name)())
+        generator.bit_generator.state = state
+        return generator
+
+
+def _count(shape: tuple[int, ...]) -> int:
+    count = 1
+    for n in shape:
+        count *= n
+    return count
+
+
+def clean_text(text: str) -> str:
+    """``text`` without lone surrogates (which no UTF-8 file can hold): each becomes ``?``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")

@@ -2,8 +2,7 @@
 
 The feedback and export tests autograde two submissions of ``ch01_perceptron`` with the
 real ``nbgrader`` in a scratch course (``tools/harness.py``): ``alice`` hands in the
-reference solution, ``bob`` a ``fit`` that ignores ``w0``, which passes the visible
-tests and fails a hidden one.
+reference solution, ``bob`` a ``fit`` that ignores ``w0``, which fails some of the tests.
 """
 
 from __future__ import annotations
@@ -105,8 +104,14 @@ def test_feedback_shows_no_hidden_test(graded_course):
     assert not leaked, f"hidden test lines in the feedback: {leaked[:5]}"
     assert f"# {report.HIDDEN_TESTS_NOTE}" in text
     assert VISIBLE_LINE in text
-    # the hidden test that failed: its error, without the traceback frames ("Cell In[4], line 69")
-    assert "AssertionError: " in text
+    # each test cell says whether its hidden tests passed, and shows nothing of what they checked or printed
+    autograded = nbformat.read(graded_course / "autograded" / "bob" / ASSIGNMENT / f"{NOTEBOOK}.ipynb", as_version=4)
+    ran = [c for c in autograded.cells if c.metadata.get("grading", {}).get("hidden_ran")]
+    assert ran and text.count("hidden tests: passed") + text.count("hidden tests: failed") == len(ran)
+    for cell in ran:
+        for output in (cell.outputs[i] for i in cell.metadata["grading"]["hidden_outputs"]):
+            secret = output.get("evalue") or output.get("text") or ""
+            assert secret.strip() not in text and html.escape(secret.strip()) not in page, secret
     assert "Cell In[" not in text
     score = harness.read_scores(graded_course, ASSIGNMENT, ["bob"])["bob"]
     assert f"(Score: {round(score.score, 2)} / {round(score.max_score, 2)})" in text
@@ -119,40 +124,42 @@ def test_feedback_for_every_student(graded_course):
 
 
 def test_feedback_preprocessor_removes_every_trace_of_hidden_tests():
-    """Hidden regions, tracebacks, metadata and a hidden last value, on a hand-made notebook."""
+    """Hidden regions, the hidden part's outputs, tracebacks and metadata, on a hand-made notebook."""
     source = 'check(f(1), 2)\n### BEGIN HIDDEN TESTS\n_secret_case = 41\ncheck(f(_secret_case), 42)\n_secret_case\n### END HIDDEN TESTS'
-    cell = nbformat.v4.new_code_cell(
-        source,
-        metadata={
-            "nbgrader": {"grade": True, "solution": False, "grade_id": "t", "points": 1, "checksum": "abc"},
-            "tags": ["_secret_case"],
-        },
-        outputs=[
-            nbformat.v4.new_output("stream", name="stdout", text="ok f(1)\n"),
-            nbformat.v4.new_output("execute_result", data={"text/plain": "41"}, execution_count=1),
-            nbformat.v4.new_output(
-                "error", ename="AssertionError", evalue="f(41): expected 42", traceback=["frame: check(f(_secret_case), 42)", "AssertionError: f(41): expected 42"]
-            ),
-        ],
-    )
-    # a later cell that calls a helper of the hidden tests: its traceback would quote them
-    later = nbformat.v4.new_code_cell(
-        "f(2)",
-        outputs=[
-            nbformat.v4.new_output(
-                "error", ename="TypeError", evalue="bad", traceback=["f(2)", "def f(x): check(_secret_case)", "TypeError: bad"]
-            )
-        ],
-    )
-    nb = nbformat.v4.new_notebook(cells=[cell, later])
+
+    def graded_cell(listed):
+        extra = {"grading": {"hidden_outputs": listed}} if listed is not None else {}
+        return nbformat.v4.new_code_cell(
+            source,
+            metadata={
+                "nbgrader": {"grade": True, "solution": False, "grade_id": "t", "points": 1, "checksum": "abc"},
+                "tags": ["_secret_case"], **extra,
+            },
+            outputs=[
+                nbformat.v4.new_output("stream", name="stdout", text="ok f(1)\n"),
+                nbformat.v4.new_output("stream", name="stdout", text="the student printed 41\n"),
+                nbformat.v4.new_output("error", ename="AssertionError", evalue="f(41): expected 42",
+                                       traceback=["frame: check(f(_secret_case), 42)", "AssertionError: f(41): expected 42"]),
+            ],
+        )
+
+    # a later cell whose visible error would quote a hidden helper in its traceback
+    later = nbformat.v4.new_code_cell("f(2)", outputs=[nbformat.v4.new_output(
+        "error", ename="TypeError", evalue="bad", traceback=["f(2)", "def f(x): check(_secret_case)", "TypeError: bad"])])
+    passed = graded_cell([])
+    passed.outputs = passed.outputs[:1]
+    nb = nbformat.v4.new_notebook(cells=[graded_cell([1, 2]), later, graded_cell(None), passed])
     nb, _ = report.HideHiddenTests().preprocess(nb, {})
     cleaned = nb.cells[0]
     assert cleaned.source == f"check(f(1), 2)\n# {report.HIDDEN_TESTS_NOTE}"
-    assert [o.output_type for o in cleaned.outputs] == ["stream", "error"]
-    assert cleaned.outputs[1].traceback == ["AssertionError: f(41): expected 42"]
+    assert [o.text for o in cleaned.outputs] == ["ok f(1)\n", "hidden tests: failed (what they checked is not shown)\n"]
     assert cleaned.metadata == {"nbgrader": {"grade": True, "solution": False, "grade_id": "t", "points": 1}}
     assert nb.cells[1].outputs[0].traceback == ["TypeError: bad"]
-    assert "_secret_case" not in nbformat.writes(nb)
+    # without the list of hidden outputs (a notebook autograded elsewhere), no output is kept
+    assert [o.text for o in nb.cells[2].outputs] == ["hidden tests: failed (what they checked is not shown)\n"]
+    assert nb.cells[3].outputs[-1].text == "hidden tests: passed\n"
+    written = nbformat.writes(nb)
+    assert "_secret_case" not in written and "printed 41" not in written and "f(41)" not in written
 
 
 # --------------------------------------------------------------------------- grades CSV

@@ -51,15 +51,15 @@ _SOLUTION_MARKER = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n?", re.MU
 # --------------------------------------------------------------------------- discovery
 
 
-def assignments() -> list[str]:
+def assignments(solutions: Path = SOLUTIONS) -> list[str]:
     """Names of the assignments: the folders of ``solutions/`` that hold a notebook."""
-    if not SOLUTIONS.is_dir():
+    if not solutions.is_dir():
         return []
-    return sorted(p.name for p in SOLUTIONS.iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
+    return sorted(p.name for p in solutions.iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
 
 
-def source_notebooks(assignment: str) -> list[Path]:
-    return sorted((SOLUTIONS / assignment).glob("*.ipynb"))
+def source_notebooks(assignment: str, solutions: Path = SOLUTIONS) -> list[Path]:
+    return sorted((solutions / assignment).glob("*.ipynb"))
 
 
 def nbgrader_meta(cell) -> dict:
@@ -116,9 +116,9 @@ class Mutant:
         return out
 
 
-def load_mutants(assignment: str) -> list[Mutant]:
+def load_mutants(assignment: str, solutions: Path = SOLUTIONS) -> list[Mutant]:
     """The mutant catalogue ``solutions/<assignment>/mutants.toml``, validated."""
-    path = SOLUTIONS / assignment / "mutants.toml"
+    path = solutions / assignment / "mutants.toml"
     if not path.exists():
         return []
     with path.open("rb") as f:
@@ -162,15 +162,16 @@ def load_mutants(assignment: str) -> list[Mutant]:
 # --------------------------------------------------------------------------- a scratch course
 
 
-def make_course(root: Path, assignment: str) -> Path:
-    """A scratch nbgrader course in ``root`` with a copy of one assignment's source.
+def make_course(root: Path, assignment: str, solutions: Path = SOLUTIONS) -> Path:
+    """A scratch nbgrader course in ``root`` with a copy of one assignment's source (from
+    ``solutions``: the course's, or a fixture folder of the tests).
 
     Its ``nbgrader_config.py`` loads the repository's configuration and only moves
     the course root, so the harness grades exactly as an instructor would.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(SOLUTIONS / assignment, root / "solutions" / assignment, dirs_exist_ok=True)
+    shutil.copytree(solutions / assignment, root / "solutions" / assignment, dirs_exist_ok=True)
     (root / "nbgrader_config.py").write_text(
         "# Written by tools/harness.py: the course's configuration, with this folder as the root.\n"
         "c = get_config()  # noqa: F821\n"
@@ -248,10 +249,11 @@ def submission(release_nb, codes: dict[str, str]):
     return nb
 
 
-def variant_codes(assignment: str, mutants: list[Mutant]) -> dict[str, dict[str, dict[str, str]]]:
+def variant_codes(assignment: str, mutants: list[Mutant],
+                  solutions: Path = SOLUTIONS) -> dict[str, dict[str, dict[str, str]]]:
     """For each variant, for each notebook, the code of each solution cell it fills in."""
     refs = {}
-    for path in source_notebooks(assignment):
+    for path in source_notebooks(assignment, solutions):
         refs[path.name] = reference_codes(path)
     variants = {
         BLANK: {name: {} for name in refs},
@@ -317,16 +319,17 @@ def read_scores(course: Path, assignment: str, students: list[str]) -> dict[str,
     return results
 
 
-def grade_variants(assignment: str, workdir: Path, mutants: list[Mutant] | None = None) -> dict[str, Result]:
+def grade_variants(assignment: str, workdir: Path, mutants: list[Mutant] | None = None,
+                   solutions: Path = SOLUTIONS) -> dict[str, Result]:
     """Autograde every variant of an assignment in one nbgrader batch; scores by variant name.
 
     A variant missing from the result was not graded (the batch broke); the log
     is in ``workdir/nbgrader.log``.
     """
-    mutants = load_mutants(assignment) if mutants is None else mutants
-    course = make_course(workdir, assignment)
+    mutants = load_mutants(assignment, solutions) if mutants is None else mutants
+    course = make_course(workdir, assignment, solutions)
     release = generate_release(course, assignment)
-    variants = variant_codes(assignment, mutants)
+    variants = variant_codes(assignment, mutants, solutions)
 
     def submit(student: str) -> None:
         folder = course / "submitted" / student / assignment
