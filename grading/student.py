@@ -511,7 +511,7 @@ class Watch:
 
     def __exit__(self, *exc):
         if self.rules:
-            if threading._profile_hook is not self.profile:  # noqa: SLF001
+            if threading._profile_hook != self.profile:  # noqa: SLF001 (a bound method: equal, not identical)
                 self.hit(f"threading.setprofile, which switches off the grader's watch ({_CANNOT_VOUCH})")
             sys.setprofile(None)
             threading.setprofile(None)
