@@ -114,7 +114,8 @@ def cmd_autograde(args, course: Path, db_url: str) -> int:
         return 0
     if args.force:
         workers.reset_claims(db_url, args.assignment, args.student)
-    job = workers.Job(course, args.assignment, tuple(students), db_url)
+    limit = float(load_course_config(course).IsolatedExecute.get("notebook_seconds", 600))
+    job = workers.Job(course, args.assignment, tuple(students), db_url, stale_seconds=2 * limit + 300)
     started = time.monotonic()
     with tqdm(total=len(students), unit="notebook", desc=f"autograde {args.assignment}") as bar:
         results = workers.run_workers(job, max(1, min(args.workers, len(students))), lambda _: bar.update())
@@ -184,7 +185,8 @@ def unreleased(course: Path, db_url: str, assignment: str) -> str | None:
 
 def submitted_students(course: Path, assignment: str, only: list[str] | None) -> list[str]:
     folder = course / "submitted"
-    found = sorted(p.parent.name for p in folder.glob(f"*/{assignment}") if any(p.glob("*.ipynb")))
+    found = sorted(p.parent.name for p in folder.glob(f"*/{assignment}")
+                   if not p.is_symlink() and not p.parent.is_symlink() and any(p.glob("*.ipynb")))
     return [s for s in found if not only or s in only]
 
 

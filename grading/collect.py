@@ -63,6 +63,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import struct
 import unicodedata
 import zipfile
@@ -75,8 +76,9 @@ from pathlib import Path
 
 import nbformat
 
-from grading.findings import Finding, write_findings
+from grading.findings import Finding, spreadsheet_safe, write_findings
 from grading.preflight import preflight
+from grading.wire import clean_text
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,7 +120,7 @@ class CollectReport:
     def write_manifest(self, path: Path) -> None:
         """All rows as CSV, with a ``status`` column (collected, quarantined, skipped)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="", encoding="utf-8") as file:
+        with path.open("w", newline="", encoding="utf-8", errors="replace") as file:
             writer = csv.DictWriter(file, MANIFEST_COLUMNS, extrasaction="ignore")
             writer.writeheader()
             for status, rows in (
@@ -127,7 +129,7 @@ class CollectReport:
                 ("skipped", self.skipped),
             ):
                 for row in rows:
-                    writer.writerow({key: _spreadsheet_safe(value) for key, value in {**row, "status": status}.items()})
+                    writer.writerow({key: spreadsheet_safe(value) for key, value in {**row, "status": status}.items()})
 
 
 def collect(
@@ -166,8 +168,9 @@ def collect(
     groups: dict[tuple[str, str], list[_Candidate]] = defaultdict(list)
     for candidate in candidates:
         groups[candidate.student, candidate.release_name].append(candidate)
+    chosen = "lms_id" not in pattern.groupindex and rule != "folder"  # ids from names that students choose
     for group in groups.values():
-        collector.grade_newest(group)
+        collector.grade_newest(group, exclusive=chosen)
     collector.finish()
     return collector.report
 
@@ -184,8 +187,9 @@ def preflight_submitted(course: Path, assignment: str, release_dir: Path | None 
     course = Path(course)
     releases = load_releases(assignment, release_dir)
     collector = _Collector(course, assignment, releases, _other_releases(assignment, release_dir))
+    collector.remove_links_and_strays()
     for folder in sorted((course / "submitted").glob(f"*/{assignment}")):
-        if folder.is_dir():
+        if folder.is_dir() and not folder.is_symlink():
             collector.preflight_folder(folder)
     collector.finish()
     return collector.report
@@ -282,12 +286,25 @@ def _inputs(source: Path, budget: _Budget) -> Iterator[_Input]:
         return
     try:
         archive = zipfile.ZipFile(source)
-    except (zipfile.BadZipFile, OSError) as error:
+    except UnicodeDecodeError:  # member names flagged UTF-8 that are not: read them as the other zips' names
+        archive = zipfile.ZipFile(io.BytesIO(_without_utf8_flags(source.read_bytes())))
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
         raise ValueError(
             f"{source} is not a zip archive that can be opened ({error}); give a .zip or a folder"
         ) from None
     with archive:
         yield from _zip_inputs(archive, "", budget, depth=0)
+
+
+def _without_utf8_flags(data: bytes) -> bytes:
+    """A zip's bytes with the "names are UTF-8" flag cleared in its headers (names then read as cp437)."""
+    data = bytearray(data)
+    for signature, offset in ((b"PK\x01\x02", 8), (b"PK\x03\x04", 6)):
+        start = data.find(signature)
+        while start >= 0:
+            data[start + offset + 1] &= ~0x08 & 0xFF
+            start = data.find(signature, start + 4)
+    return bytes(data)
 
 
 def _folder_inputs(root: Path, budget: _Budget) -> Iterator[_Input]:
@@ -309,6 +326,9 @@ def _folder_inputs(root: Path, budget: _Budget) -> Iterator[_Input]:
 def _zip_inputs(archive: zipfile.ZipFile, prefix: str, budget: _Budget, depth: int) -> Iterator[_Input]:
     for info in archive.infolist():
         if info.is_dir():
+            continue
+        if stat.S_ISLNK(info.external_attr >> 16):
+            yield _Input(prefix + info.filename, None, _zip_mtime(info), "a symbolic link, not followed", kind="link")
             continue
         for item in _entry(
             prefix + info.filename,
@@ -348,8 +368,11 @@ def _entry(path: str, mtime: datetime, size: int, read: Callable[[int], bytes], 
 
 def _nested_zip(path: str, data: bytes, mtime: datetime, budget: _Budget, depth: int) -> Iterator[_Input]:
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as error:
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(data))
+        except UnicodeDecodeError:
+            archive = zipfile.ZipFile(io.BytesIO(_without_utf8_flags(data)))
+    except (zipfile.BadZipFile, ValueError) as error:
         yield _Input(path, data, mtime, f"a zip archive that cannot be opened ({error})")
         return
     with archive:
@@ -641,40 +664,50 @@ class _Collector:
             self.skip(item.source, student, skip_reason, kept)
         return None
 
-    def grade_newest(self, group: list[_Candidate]) -> None:
-        """Pre-flight the newest file of a student's notebook; older ones are skipped."""
+    def grade_newest(self, group: list[_Candidate], exclusive: bool = False) -> None:
+        """Pre-flight the newest file of a student's notebook; older ones are skipped.
+
+        ``exclusive`` (ids from names that students choose): when two gradable files with
+        different contents claim the id, both are quarantined; neither replaces the other.
+        """
+        ordered = sorted(group, key=lambda c: c.order, reverse=True)
+        results = {id(c): self.preflight(c) for c in ordered} if exclusive and len(group) > 1 else {}
+        gradable = [c for c in ordered if results and results[id(c)].notebook is not None]
+        if len({c.item.data for c in gradable}) > 1:
+            names = ", ".join(sorted(c.item.source for c in gradable))
+            for c in ordered:
+                if results[id(c)].notebook is None:
+                    self.quarantine(c.item, c.student, results[id(c)].quarantine_reason, c.kept)
+                    self.add_findings(c.student, c.release_name, c.item.source, results[id(c)].findings)
+                else:
+                    self.quarantine(c.item, c.student, (
+                        f"{len(gradable)} different files claim the student id {c.student!r} ({names}); students "
+                        "choose these file names, so none replaces another: grade the right one by hand"), c.kept)
+            return
         graded = None
-        for candidate in sorted(group, key=lambda c: c.order, reverse=True):
+        for candidate in ordered:
             if graded:
                 reason = f"an older submission of {graded.release_name}: {graded.item.source} is newer and was graded"
                 self.skip(candidate.item.source, candidate.student, reason, candidate.kept)
                 continue
-            result = preflight(
-                candidate.item.data,
-                self.releases[candidate.release_name],
-                filename=candidate.own_name,
-                release_name=candidate.release_name,
-                others=self.others,
-            )
+            result = results.get(id(candidate)) or self.preflight(candidate)
             if result.notebook is None:
                 self.quarantine(candidate.item, candidate.student, result.quarantine_reason, candidate.kept)
                 self.add_findings(candidate.student, candidate.release_name, candidate.item.source, result.findings)
                 continue
             folder = self.course / "submitted" / candidate.student / self.assignment
             folder.mkdir(parents=True, exist_ok=True)
-            nbformat.write(result.notebook, folder / candidate.release_name)
-            self.graded(
-                candidate.student,
-                candidate.release_name,
-                candidate.item.source,
-                candidate.kept,
-                candidate.item.mtime,
-                result.findings,
-            )
+            self.write(folder / candidate.release_name, nbformat.writes(result.notebook).encode())
+            self.graded(candidate.student, candidate.release_name, candidate.item.source, candidate.kept,
+                        candidate.item.mtime, result.findings)
             self.timestamps[candidate.student] = max(
                 candidate.item.mtime, self.timestamps.get(candidate.student, candidate.item.mtime)
             )
             graded = candidate
+
+    def preflight(self, candidate: _Candidate):
+        return preflight(candidate.item.data, self.releases[candidate.release_name], filename=candidate.own_name,
+                         release_name=candidate.release_name, others=self.others)
 
     def keep(self, item: _Input) -> Path:
         """Write the file's raw bytes under collected/, at its path in the source (cleaned: never outside)."""
@@ -698,17 +731,47 @@ class _Collector:
 
     def write(self, path: Path, data: bytes) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():  # never written through
+            path.unlink()
         path.write_bytes(data)
         self.written.add(path)
         return path
 
     # -- preflight_submitted()
 
+    def remove_links_and_strays(self) -> None:
+        """Symbolic links in ``submitted/`` (a student's folder, an assignment folder, a file) are never
+        followed: each is removed, and the submission quarantined with the reason. So is a folder whose
+        name cannot be a student id (nbgrader and the gradebook would choke on it)."""
+        root = self.course / "submitted"
+        for entry in sorted(root.iterdir()) if root.is_dir() else []:
+            folder = entry / self.assignment
+            if not entry.is_symlink() and STUDENT_ID.fullmatch(entry.name) and clean_text(entry.name) == entry.name:
+                links = [folder] if folder.is_symlink() else [p for p in folder.iterdir() if p.is_symlink()] if (
+                    folder.is_dir()) else []
+                for link in sorted(links):
+                    self.refuse(link, entry.name, f"a symbolic link (to {os.readlink(link)!r}), never followed")
+                    link.unlink()
+            elif entry.is_symlink():
+                self.refuse(entry, "", f"a symbolic link (to {os.readlink(entry)!r}), never followed")
+                entry.unlink()
+            elif folder.is_dir():
+                self.refuse(entry, "", "its folder name cannot be a student id")
+                target = self.quarantine_root / "_unnamed" / _clean_part(_student_slug(clean_text(entry.name)) or "x")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(entry), self.free_path(target.parent, [target.name]))
+
+    def refuse(self, path: Path, student: str, reason: str) -> None:
+        source = clean_text(self.relative(path))
+        self.quarantine(_Input(source, None, datetime.now(UTC)), student, reason)
+        if student:
+            self.add_findings(student, "", source, [Finding("quarantined", "", f"{source}: {reason}", "preflight")])
+
     def preflight_folder(self, folder: Path) -> None:
         """Pre-flight the notebooks of one student's submission folder, in place."""
         student = folder.parent.name
         by_release: dict[str, list[Path]] = defaultdict(list)
-        for path in sorted(p for p in folder.glob("*.ipynb") if p.is_file()):
+        for path in sorted(p for p in folder.glob("*.ipynb") if p.is_file() and not p.is_symlink()):
             release_name = (
                 path.name
                 if path.name in self.releases
@@ -827,7 +890,7 @@ class _Collector:
             self.write_student_findings(student, notebooks)
         for folder, lines in self.reasons.items():
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / "reason.txt").write_text("\n".join(lines) + "\n")
+            (folder / "reason.txt").write_text("\n".join(lines) + "\n", encoding="utf-8", errors="replace")
 
     def write_student_findings(self, student: str, notebooks: list[tuple[str, str, list[Finding]]]) -> None:
         """One file per student (the integrity report reads <student>.preflight.json)."""
@@ -873,10 +936,3 @@ def _nbgrader_time(moment: datetime) -> str:
 
 def _megabytes(size: int) -> str:
     return f"{size / 2**20:.1f} MB" if size < 2**30 else f"{size / 2**30:.1f} GB"
-
-
-def _spreadsheet_safe(value: object) -> object:
-    """Student-chosen file names must not run as formulas when the manifest is opened in a spreadsheet."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value

@@ -15,8 +15,8 @@ The stages, in order:
 2. convert older formats to nbformat 4 and rebuild every cell in the v4 schema (missing
    fields added, invalid outputs dropped, cell ids repaired);
 3. match the submission's cells to the release's: by grade id first, then, for cells
-   that lost or changed their nbgrader metadata, by position and source similarity (for
-   solution cells, the functions they define);
+   that lost or changed their nbgrader metadata, by position and source (for solution
+   cells, the functions they define);
 4. repair: restore the sources of locked and test cells, cell types and nbgrader
    metadata; re-insert missing cells after the cell that precedes them in the release;
    resolve duplicates; remove nbgrader metadata from cells the student added; set the
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import functools
 import hashlib
 import json
 import math
@@ -46,11 +45,11 @@ import nbformat
 from nbformat.validator import ValidationError, isvalid, normalize
 
 from grading.findings import Finding
+from grading.scan import defined_names
+from grading.wire import clean_text
 
 MAX_BYTES = 20 * 1024 * 1024
 
-SIMILAR = 0.6  # source similarity from which a cell is taken for a release grade cell
-SIMILAR_LANDMARK = 0.9  # the same for release cells without nbgrader metadata
 
 CELL_TYPES = ("code", "markdown", "raw")
 CELL_FIELDS = {
@@ -60,8 +59,6 @@ CELL_FIELDS = {
 }
 NOTEBOOK_FIELDS = {"cells", "metadata", "nbformat", "nbformat_minor"}
 CELL_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-TOKEN = re.compile(r"\w+|\S")
-TOP_LEVEL_NAME = re.compile(r"^(?:async\s+def|def|class)\s+([A-Za-z_]\w*)", re.MULTILINE)
 # the nbgrader fields that decide how a cell is graded
 GRADING_FLAGS = ("grade", "solution", "locked", "task", "points", "cell_type")
 FILE_SIGNATURES = {
@@ -115,18 +112,22 @@ def preflight(
             )
         )
     try:
-        document = _parse_json(_decode(_read(raw, max_bytes), findings), findings)
+        document = _clean_text(_parse_json(_decode(_read(raw, max_bytes), findings), findings), findings)
         notebook, numbers = _rebuild(_as_v4(document, findings), release, findings)
         _check_related(notebook, release_cells, release_name, others or {})
         notebook.cells = _GradeCells(release_cells, notebook.cells, numbers, findings).repair()
         _restore_kernel(notebook, release, findings)
         notebook = _validated(notebook, findings)
-    except _Quarantine as quarantine:
-        if quarantine.invalid:
-            findings.append(_finding("invalid-notebook", "", quarantine.reason))
-        findings.append(_finding("quarantined", "", quarantine.reason))
-        return PreflightResult(None, findings, quarantine.reason)
-    return PreflightResult(notebook, findings, None)
+    except RecursionError:
+        quarantine = _Quarantine("The notebook is nested too deeply to be read (a crafted file).")
+    except _Quarantine as error:
+        quarantine = error
+    else:
+        return PreflightResult(notebook, findings, None)
+    if quarantine.invalid:
+        findings.append(_finding("invalid-notebook", "", quarantine.reason))
+    findings.append(_finding("quarantined", "", quarantine.reason))
+    return PreflightResult(None, findings, quarantine.reason)
 
 
 class _Quarantine(Exception):
@@ -207,6 +208,8 @@ def _parse_json(text: str, findings: list[Finding]) -> object:
     """The parsed JSON; extra data after it is ignored and a cut-off notebook keeps its complete cells."""
     try:
         return json.loads(text)
+    except RecursionError:
+        raise _Quarantine("The file's JSON is nested too deeply to be read (a crafted file).") from None
     except json.JSONDecodeError as error:
         problem = error
     where = f"line {problem.lineno}, column {problem.colno}"
@@ -227,6 +230,29 @@ def _parse_json(text: str, findings: list[Finding]) -> object:
     raise _Quarantine(
         f"The file is not valid JSON ({problem.msg} at {where}){_text_kind(text)}, so it is not a notebook."
     )
+
+
+def _clean_text(document: object, findings: list[Finding]) -> object:
+    """The document with each lone surrogate (a JSON escape that no UTF-8 file can hold) replaced by
+    ``?``, in every string and key; one finding when there were any."""
+    replaced = 0
+    stack = [document]
+    while stack:
+        item = stack.pop()
+        entries = list(item.items()) if isinstance(item, dict) else list(enumerate(item)) if isinstance(
+            item, list) else []
+        for key, value in entries:
+            if isinstance(value, str) and clean_text(value) != value:
+                item[key], replaced = clean_text(value), replaced + 1
+            elif isinstance(value, (dict, list)):
+                stack.append(value)
+            if isinstance(key, str) and clean_text(key) != key:
+                item[clean_text(key)] = item.pop(key)
+                replaced += 1
+    if replaced:
+        findings.append(_invalid(f"{replaced} texts held lone surrogates (characters no UTF-8 file can hold); "
+                                 "each was replaced by '?'."))
+    return document
 
 
 def _complete_cells(text: str) -> list:
@@ -516,25 +542,9 @@ def _key(source: str) -> str:
     return "\n".join(line.rstrip() for line in source.strip().splitlines())
 
 
-@functools.lru_cache(maxsize=4096)
-def _tokens(source: str) -> tuple[str, ...]:
-    """Words and symbols: comparing these is as telling as comparing characters, and much faster."""
-    return tuple(TOKEN.findall(source))
-
-
-@functools.lru_cache(maxsize=4096)
 def _top_level_names(source: str) -> frozenset[str]:
-    return frozenset(TOP_LEVEL_NAME.findall(source))
-
-
-def _similarity(a: str, b: str, at_least: float) -> float:
-    """difflib's ratio of two sources' tokens, or 0.0 as soon as it is sure to be below ``at_least``."""
-    if a == b:
-        return 1.0
-    matcher = difflib.SequenceMatcher(None, _tokens(a), _tokens(b), autojunk=False)
-    if matcher.real_quick_ratio() < at_least or matcher.quick_ratio() < at_least:
-        return 0.0
-    return matcher.ratio()
+    """The functions, classes and names a cell's top level defines (as code, whatever the cell's type)."""
+    return frozenset(defined_names(source))
 
 
 def _check_related(notebook, release_cells, release_name, others) -> None:
@@ -558,18 +568,15 @@ def _resembles(cells: list, release_cells: list[_ReleaseCell]) -> bool:
     """Whether some cell is a release cell: the same source, a solution's functions, or a
     test or solution cell's grade id with a similar source.
 
-    Grade ids and similar sources of locked cells are not enough: every assignment of a
-    course may have a ``setup`` cell, and their sources look alike.
+    Grade ids of locked cells are not enough: every assignment of a course may have a
+    ``setup`` cell.
     """
     keys = {rc.key for rc in release_cells if rc.key}
     graded = {rc.grade_id: rc for rc in release_cells if rc.is_solution or rc.kind == "test cell"}
     for cell in cells:
         key = _key(cell.source)
         defined = _top_level_names(cell.source) if cell.cell_type == "code" else frozenset()
-        rc = graded.get(cell.metadata.get("nbgrader", {}).get("grade_id"))
         if key in keys or any(other.names and other.names <= defined for other in graded.values()):
-            return True
-        if rc is not None and _similarity(rc.key, key, SIMILAR) >= SIMILAR:
             return True
     return False
 
@@ -625,8 +632,7 @@ class _GradeCells:
     def repair(self) -> list:
         """The repaired cells, in the submission's order, with re-inserted cells in place."""
         self.match_by_grade_id()
-        self.match_by_content(fuzzy=False)
-        self.match_by_content(fuzzy=True)
+        self.match_by_content()
         self.match_definitions()
         self.insert_missing()
         self.restore_matched()
@@ -717,15 +723,13 @@ class _GradeCells:
             f"{rc.kind.capitalize()} {rc.grade_id!r} appears {len(found)} times (cells {cells}); {what}.",
         )
 
-    def match_by_content(self, fuzzy: bool) -> None:
-        """Align the unmatched release cells with the unmatched cells between the matched ones.
-
-        The exact pass (same source, or a solution's functions) is cheap and usually
-        matches nearly everything; the fuzzy pass compares the rest by similarity.
-        """
+    def match_by_content(self) -> None:
+        """Align the unmatched release cells with the unmatched cells between the matched ones:
+        the same source, or, for a solution cell, the functions it defines. (A cell that matches
+        nothing stays the student's; a grade cell without a match is re-inserted.)"""
         for release_run, low, high in self.gaps():
             candidates = [sc for sc in self.student[low + 1 : high] if not sc.match and not sc.dropped]
-            scores = [[self.score(rc, sc, fuzzy) for sc in candidates] for rc in release_run]
+            scores = [[self.score(rc, sc) for sc in candidates] for rc in release_run]
             for rc, sc in _align(release_run, candidates, scores):
                 sc.match = rc
                 if rc.nbgrader is None:
@@ -734,33 +738,22 @@ class _GradeCells:
                     sc.how = "renamed" if sc.nbgrader else "stripped"
                     sc.why = _why(rc, sc)
 
-    def score(self, rc: _ReleaseCell, sc: _StudentCell, fuzzy: bool) -> float | None:
+    def score(self, rc: _ReleaseCell, sc: _StudentCell) -> float | None:
         """How well a cell without a claimed grade id matches a release cell; None: not at all.
 
         Solution cells are recognised by the functions they define, other cells by their
-        source: the same, or (``fuzzy``) similar. In the fuzzy pass, cells that kept
-        nbgrader metadata of the same kind (a renamed grade id) always qualify: their
-        position identifies them, unless they belong to another release cell. Release
-        cells without nbgrader metadata only serve as landmarks.
+        source. A cell that kept nbgrader metadata of the same kind (a renamed grade id) scores
+        higher. Release cells without nbgrader metadata only serve as landmarks.
         """
         renamed = sc.nbgrader is not None
         if rc.nbgrader is None:
-            if renamed or sc.cell.cell_type != rc.cell.cell_type:
-                return None
-            similarity = _similarity(rc.key, sc.key, SIMILAR_LANDMARK) if fuzzy else float(rc.key == sc.key)
-            return 0.5 * similarity if similarity >= SIMILAR_LANDMARK else None
+            return 0.5 if not renamed and sc.cell.cell_type == rc.cell.cell_type and rc.key == sc.key else None
         same_kind = renamed and all(sc.nbgrader.get(flag) == rc.nbgrader.get(flag) for flag in ("grade", "solution"))
         if (rc.is_solution and sc.cell.cell_type != "code" and not same_kind) or self.belongs_to_another(sc, rc):
             return None
         if rc.key == sc.key or (rc.names and rc.names <= self.defined(sc)):
-            base = 1.0
-        elif fuzzy:
-            base = _similarity(rc.key, sc.key, 0.0 if same_kind else SIMILAR)
-        else:
-            return None
-        if same_kind:
-            return 1.0 + base
-        return base if base >= SIMILAR else None
+            return 2.0 if same_kind else 1.0
+        return None
 
     def gaps(self):
         """Runs of release cells without a match, with the positions of their matched neighbours."""
@@ -958,9 +951,7 @@ def _grade_id_words(nbgrader: dict) -> str:
 def _why(rc: _ReleaseCell, sc: _StudentCell) -> str:
     if rc.key == sc.key:
         return "its position and source (the release's)"
-    if rc.names and rc.names <= _top_level_names(sc.cell.source):
-        return f"its position and the functions it defines ({', '.join(sorted(rc.names))})"
-    return f"its position and source ({_similarity(rc.key, sc.key, 0.0):.0%} like the release's)"
+    return f"its position and the functions it defines ({', '.join(sorted(rc.names))})"
 
 
 def _align(release_run: list[_ReleaseCell], candidates: list[_StudentCell], scores: list[list]) -> list[tuple]:

@@ -4,11 +4,13 @@ Each worker is a process that imports numpy, torch and IPython once, keeps one w
 sandbox (:mod:`grading.sandbox`), and runs nbgrader's own ``Autograde`` converter for
 one student at a time. Which worker grades which submission is decided by **claims**
 in the gradebook's own database (table ``grading_claims``, primary key assignment +
-student): a worker grades a submission only after its ``INSERT`` of the claim
-succeeded, so no submission is graded twice and, because every submission is tried
-by every worker until one claims it, none is left out. With the gradebook on
-PostgreSQL (``--db postgresql://...``), workers on several hosts that share the
-course folder (NFS, a cluster file system) divide one class between them the same way.
+student): a worker grades a submission only after its claim succeeded, so no submission
+is graded twice and, because every submission is tried by every worker until one claims
+it, none is left out. A claim can be taken over when it went stale (a worker on another
+host died while grading) or failed in an earlier run. A worker that dies here (killed,
+out of memory) or hangs is replaced; its student is graded once more, then reported as
+failed. With the gradebook on PostgreSQL (``--db postgresql://...``), workers on several
+hosts that share the course folder divide one class between them the same way.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from __future__ import annotations
 import datetime as dt
 import multiprocessing
 import os
+import queue
+import signal
 import socket
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -35,6 +39,10 @@ CLAIMS = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),  # grading, graded, failed
     sa.Column("message", sa.Text),
 )
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def engine_for(db_url: str) -> sa.Engine:
@@ -63,23 +71,32 @@ def reset_claims(db_url: str, assignment: str, students: list[str] | None = None
     engine.dispose()
 
 
-def claim(engine: sa.Engine, assignment: str, student: str, worker: str) -> bool:
+def claim(engine: sa.Engine, job: Job, student: str, worker: str) -> bool:
+    """Claim ``student``: a new claim, or one that went stale or failed before this batch began."""
+    where = (CLAIMS.c.assignment == job.assignment) & (CLAIMS.c.student == student)
+    values = dict(worker=worker, claimed_at=_now(), status="grading", finished_at=None, message=None)
     try:
         with engine.begin() as connection:
-            connection.execute(CLAIMS.insert().values(
-                assignment=assignment, student=student, worker=worker,
-                claimed_at=dt.datetime.now(dt.UTC).replace(tzinfo=None), status="grading"))
+            connection.execute(CLAIMS.insert().values(assignment=job.assignment, student=student, **values))
         return True
     except sa.exc.IntegrityError:
-        return False
-
-
-def finish(engine: sa.Engine, assignment: str, student: str, status: str, message: str = "") -> None:
+        pass
+    stale = _now() - dt.timedelta(seconds=job.stale_seconds)
+    again = ((CLAIMS.c.status == "failed") & (CLAIMS.c.finished_at < job.started)) | (
+        (CLAIMS.c.status == "grading") & (CLAIMS.c.claimed_at < stale))
+    if student in job.retry:
+        again = again | ((CLAIMS.c.status == "failed") & CLAIMS.c.message.startswith(DIED))
     with engine.begin() as connection:
-        connection.execute(CLAIMS.update().where(
-            (CLAIMS.c.assignment == assignment) & (CLAIMS.c.student == student)).values(
-            status=status, message=message[-4000:],
-            finished_at=dt.datetime.now(dt.UTC).replace(tzinfo=None)))
+        return connection.execute(CLAIMS.update().where(where & again).values(**values)).rowcount == 1
+
+
+def finish(engine: sa.Engine, assignment: str, student: str, status: str, message: str = "", worker=None) -> None:
+    where = (CLAIMS.c.assignment == assignment) & (CLAIMS.c.student == student)
+    if worker is not None:
+        where = where & (CLAIMS.c.worker == worker) & (CLAIMS.c.status == "grading")
+    with engine.begin() as connection:
+        connection.execute(CLAIMS.update().where(where).values(status=status, message=message[-4000:],
+                                                               finished_at=_now()))
 
 
 def claims(db_url: str, assignment: str) -> list[dict]:
@@ -93,6 +110,8 @@ def claims(db_url: str, assignment: str) -> list[dict]:
 
 # --------------------------------------------------------------------------- workers
 
+DIED = "the worker grading it died"
+
 
 @dataclass(frozen=True)
 class Job:
@@ -101,10 +120,20 @@ class Job:
     students: tuple[str, ...]
     db_url: str
     host: str = socket.gethostname()
+    started: dt.datetime = dt.datetime.min  # the batch's start: earlier failures are tried again
+    stale_seconds: float = 3600.0  # a claim older than this, still "grading", belongs to a dead worker
+    retry: tuple[str, ...] = ()  # students whose worker died in this batch: claimed once more
+
+
+def worker_name(job: Job, pid: int, number: int) -> str:
+    return f"{job.host}:{pid}:{number}"
 
 
 def worker_main(job: Job, number: int, events) -> None:
     """One worker: warm imports, then claim and grade until every student was tried."""
+    from grading.sandbox import pinned_environment
+
+    os.environ.update(pinned_environment())  # before torch looks at the GPUs
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # N workers share the cores: one thread each
     import numpy  # noqa: F401  (warm: the grader's tests import these in every notebook)
     import torch
@@ -114,9 +143,9 @@ def worker_main(job: Job, number: int, events) -> None:
 
     config = load_course_config(job.course, db_url=sqlite_url_with_timeout(job.db_url), worker=number)
     engine = engine_for(job.db_url)
-    name = f"{job.host}:{os.getpid()}:{number}"
-    for student in job.students:
-        if not claim(engine, job.assignment, student, name):
+    name = worker_name(job, os.getpid(), number)
+    for student in job.retry + job.students:
+        if not claim(engine, job, student, name):
             continue
         started = time.monotonic()
         try:
@@ -129,7 +158,7 @@ def worker_main(job: Job, number: int, events) -> None:
     from grading.execute import close_sandboxes
 
     close_sandboxes()
-    events.put(None)
+    events.put(("done", number))
 
 
 def autograde_one(config, assignment: str, student: str) -> tuple[str, str]:
@@ -145,25 +174,78 @@ def autograde_one(config, assignment: str, student: str) -> tuple[str, str]:
 
 
 def run_workers(job: Job, workers: int, progress=None) -> list[tuple[str, str, str, float]]:
-    """Grade ``job.students`` with ``workers`` processes; one (student, status, message, s) per grade."""
+    """Grade ``job.students`` with ``workers`` processes; one (student, status, message, s) per grade.
+
+    A worker that dies, or whose claim is older than ``job.stale_seconds``, is killed and
+    replaced; the student it was grading is tried once more, then reported as failed.
+    """
     engine = engine_for(job.db_url)
     CLAIMS.create(engine, checkfirst=True)
-    engine.dispose()
+    job = replace(job, started=_now())
     context = multiprocessing.get_context("fork")  # before torch is imported here: fork is safe
     events = context.Queue()
-    processes = [context.Process(target=worker_main, args=(job, number, events), daemon=True)
-                 for number in range(workers)]
-    for process in processes:
+    running: dict[int, multiprocessing.Process] = {}
+    died: dict[str, int] = {}  # student -> how many workers died grading it
+    results = []
+
+    def start(number: int, retry: tuple[str, ...] = ()) -> None:
+        process = context.Process(target=worker_main, args=(replace(job, retry=retry), number, events), daemon=True)
         process.start()
-    results, running = [], workers
+        running[number] = process
+
+    for number in range(workers):
+        start(number)
+    checked = time.monotonic()
     while running:
-        event = events.get()
-        if event is None:
-            running -= 1
-            continue
-        results.append(event)
-        if progress is not None:
-            progress(event)
-    for process in processes:
-        process.join()
+        try:
+            event = events.get(timeout=1.0)
+        except queue.Empty:
+            event = None
+        if event is not None and event[0] == "done":
+            running.pop(event[1]).join()
+        elif event is not None:
+            results.append(event)
+            if progress is not None:
+                progress(event)
+        if time.monotonic() - checked > 10:  # a worker stuck on one student is treated as dead
+            checked = time.monotonic()
+            for number, process in list(running.items()):
+                if _stuck(engine, job, worker_name(job, process.pid, number)):
+                    os.kill(process.pid, signal.SIGKILL)
+        for number, process in list(running.items()):
+            if process.is_alive() or not events.empty():
+                continue
+            running.pop(number)
+            process.join()
+            name = worker_name(job, process.pid, number)
+            why = f"{DIED} ({_exit_words(process.exitcode)})"
+            retry = []
+            for row in claims(job.db_url, job.assignment):
+                if row["worker"] == name and row["status"] == "grading":
+                    student = row["student"]
+                    died[student] = died.get(student, 0) + 1
+                    finish(engine, job.assignment, student, "failed", why, worker=name)
+                    if died[student] < 2:
+                        retry.append(student)
+                    else:
+                        results.append((student, "failed", why + ", twice", 0.0))
+                        if progress is not None:
+                            progress(results[-1])
+            start(number, tuple(retry))
+    engine.dispose()
     return results
+
+
+def _stuck(engine: sa.Engine, job: Job, name: str) -> bool:
+    stale = _now() - dt.timedelta(seconds=job.stale_seconds)
+    with engine.connect() as connection:
+        rows = connection.execute(sa.select(CLAIMS.c.student).where(
+            (CLAIMS.c.worker == name) & (CLAIMS.c.status == "grading") & (CLAIMS.c.claimed_at < stale))).all()
+    return bool(rows)
+
+
+def _exit_words(code: int | None) -> str:
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        return f"killed by {name}" + (", perhaps out of memory" if name == "SIGKILL" else "")
+    return f"exit code {code}"

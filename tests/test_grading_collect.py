@@ -296,14 +296,18 @@ def test_a_roster_maps_names_in_any_order(tmp_path):
 # ---------------------------------------------------------------- Colab and folders
 
 
-def test_colab_folder_picks_each_students_newest_gradable_notebook(tmp_path):
+def test_colab_folder_picks_each_students_notebook_and_never_lets_two_claim_one_id(tmp_path):
+    """Colab file names are chosen by students: two different files that claim one id are both
+    quarantined (neither silently replaces the other); identical copies are one submission."""
     folder = tmp_path / "colab"
     folder.mkdir()
     written = {
         "perceptron__jdoe.ipynb": (submission("jdoe"), 1_000),
         "backprop__jdoe.ipynb": (BACKPROP.read_bytes(), 2_000),  # newer, but another assignment's
         "perceptron__asmith.ipynb": (submission("asmith, first"), 3_000),
-        "perceptron__asmith (1).ipynb": (submission("asmith, again"), 3_000),  # Drive's copy: same time, later
+        "perceptron__asmith (1).ipynb": (submission("someone else, as asmith"), 3_000),
+        "perceptron__lee.ipynb": (submission("lee"), 3_000),
+        "perceptron__lee (1).ipynb": (submission("lee"), 4_000),  # Drive's copy of the same file
         "Copy of perceptron.ipynb": (submission(), 3_000),
         "notes.txt": (b"my notes", 3_000),
     }
@@ -315,18 +319,23 @@ def test_colab_folder_picks_each_students_newest_gradable_notebook(tmp_path):
 
     assert [(row["student"], row["source"]) for row in report.collected] == [
         ("jdoe", "perceptron__jdoe.ipynb"),
-        ("asmith", "perceptron__asmith (1).ipynb"),
+        ("lee", "perceptron__lee (1).ipynb"),
     ]
     assert files(course / "quarantine" / ASSIGNMENT) == {
         "jdoe/backprop__jdoe.ipynb",
         "jdoe/reason.txt",
+        "asmith/perceptron__asmith.ipynb",
+        "asmith/perceptron__asmith (1).ipynb",
+        "asmith/reason.txt",
         "copy_of_perceptron/Copy of perceptron.ipynb",
         "copy_of_perceptron/reason.txt",
     }
     reasons = {row["source"]: row["reason"] for row in report.quarantined}
     assert "looks like ch02_backprop/backprop.ipynb" in reasons["backprop__jdoe.ipynb"]
     assert "no student found" in reasons["Copy of perceptron.ipynb"] and "colab" in reasons["Copy of perceptron.ipynb"]
-    assert [row["source"] for row in report.skipped] == ["notes.txt", "perceptron__asmith.ipynb"]
+    assert "2 different files claim the student id 'asmith'" in reasons["perceptron__asmith (1).ipynb"]
+    assert not (course / "submitted" / "asmith").exists()
+    assert [row["source"] for row in report.skipped] == ["notes.txt", "perceptron__lee.ipynb"]
     assert files(course / "collected" / ASSIGNMENT) == set(written)
     assert_each_input_once(report, list(written))
     timestamp = (course / "submitted" / "jdoe" / ASSIGNMENT / "timestamp.txt").read_text().strip()
@@ -457,3 +466,79 @@ def test_a_release_folder_can_be_given(tmp_path):
     (folder / "perceptron__jdoe.ipynb").write_text(nbformat.writes(smaller))
     report = collect(folder, tmp_path / "course", ASSIGNMENT, rule="colab", release_dir=release_dir)
     assert [row["findings"] for row in report.collected] == [0]
+
+
+# ---------------------------------------------------------------- links and hostile bytes
+
+
+def test_symbolic_links_are_never_followed_in_zips_or_in_submitted(tmp_path):
+    """A zip member that is a link is not extracted; a link in submitted/ (to the instructor's
+    source notebook, or a whole folder) is removed and quarantined, its target untouched."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        link = zipfile.ZipInfo("doejane_1_2_perceptron.ipynb")
+        link.external_attr = (0o120777 << 16)  # a symbolic link, whose "content" is its target
+        zipped.writestr(link, "/etc/passwd")
+    (tmp_path / "links.zip").write_bytes(archive.getvalue())
+    report = collect(tmp_path / "links.zip", tmp_path / "course", ASSIGNMENT, rule="canvas")
+    assert report.collected == [] and "symbolic link" in report.skipped[0]["reason"]
+
+    course = tmp_path / "course"
+    secret = tmp_path / "source.ipynb"
+    secret.write_bytes(submission("the instructor's"))
+    before = secret.read_bytes()
+    linked_file = course / "submitted" / "mallory" / ASSIGNMENT
+    linked_file.mkdir(parents=True)
+    (linked_file / "perceptron.ipynb").symlink_to(secret)
+    (course / "submitted" / "eve").mkdir()
+    (course / "submitted" / "eve" / ASSIGNMENT).symlink_to(secret.parent)
+    (course / "submitted" / "trudy").symlink_to(tmp_path)
+    report = preflight_submitted(course, ASSIGNMENT)
+    assert report.collected == []
+    assert {row["student"] for row in report.quarantined} >= {"mallory", "eve"}
+    assert all("symbolic link" in row["reason"] for row in report.quarantined)
+    assert secret.read_bytes() == before and secret.exists()
+    assert not any(p.is_symlink() for p in (course / "submitted").rglob("*"))
+    assert "quarantined" in vectors_of(course / "integrity" / ASSIGNMENT / "mallory.preflight.json")
+
+
+def test_no_byte_sequence_stops_collect(tmp_path):
+    """Lone surrogates (as JSON escapes), JSON nested beyond any parser, member names that are not
+    UTF-8, and a folder name that is not a student id: each file is sorted, the batch goes on."""
+    notebook = submission("ok").decode()
+    surrogates = notebook.replace('"ok"', '"ok \\udc80"').replace('"cells": [', '"cells": [{"cell_type": "markdown", '
+                                                                     '"metadata": {"\\ud800": 1}, "source": "\\udfff"}, ', 1)
+    deep = notebook.replace('"metadata": {', '"metadata": {"deep": ' + "[" * 100_000 + "]" * 100_000 + ",", 1)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("doejane_1_2_perceptron.ipynb", surrogates)
+        zipped.writestr("smithjohn_3_4_perceptron.ipynb", deep)
+    data = bytearray(archive.getvalue())
+    (tmp_path / "good.zip").write_bytes(bytes(data))
+    report = collect(tmp_path / "good.zip", tmp_path / "course", ASSIGNMENT, rule="canvas")
+    assert [row["student"] for row in report.collected] == ["doejane"]
+    assert "invalid-notebook" in vectors_of(tmp_path / "course" / "integrity" / ASSIGNMENT / "doejane.preflight.json")
+    assert "nested too deeply" in report.quarantined[0]["reason"]
+    nbformat.read(tmp_path / "course" / "submitted" / "doejane" / ASSIGNMENT / "perceptron.ipynb", as_version=4)
+    report.write_manifest(tmp_path / "manifest.csv")
+
+    flagged = io.BytesIO()
+    with zipfile.ZipFile(flagged, "w") as zipped:
+        info = zipfile.ZipInfo("doXjane_1_2_perceptron.ipynb")
+        info.flag_bits |= 0x800  # "the names are UTF-8": this one will not be
+        zipped.writestr(info, notebook)
+    (tmp_path / "bad.zip").write_bytes(flagged.getvalue().replace(b"doXjane", b"do\xffjane"))
+    report = collect(tmp_path / "bad.zip", tmp_path / "course2", ASSIGNMENT, rule="canvas")
+    assert len(report.collected) == 1 and report.collected[0]["student"].startswith("do")
+
+    course = tmp_path / "course3"
+    odd = course / "submitted" / os.fsdecode(b"st\xffudent") / ASSIGNMENT
+    odd.mkdir(parents=True)
+    (odd / "perceptron.ipynb").write_bytes(submission("odd").replace(b'"odd"', b'"odd \\udc80"'))
+    fine = course / "submitted" / "fine" / ASSIGNMENT
+    fine.mkdir(parents=True)
+    (fine / "perceptron.ipynb").write_bytes(surrogates.encode())
+    report = preflight_submitted(course, ASSIGNMENT)
+    assert [row["student"] for row in report.collected] == ["fine"]
+    assert "cannot be a student id" in report.quarantined[0]["reason"]
+    assert sorted(p.name for p in (course / "submitted").iterdir()) == ["fine"]

@@ -108,3 +108,46 @@ def test_several_hosts_share_a_postgresql_gradebook(tmp_path, postgres_url):
     # grading again without --force grades nothing twice; with it, everything again
     again = _grade(course, "--workers", "2", "--skip-preflight", db=db_url)
     assert "graded 0 of 20" in again.communicate(timeout=600)[0]
+
+
+def test_a_worker_killed_mid_batch_does_not_hang_it_and_its_student_is_graded(tmp_path):
+    """A worker killed while it grades (as the out-of-memory killer would) is replaced, and the
+    student it was grading is graded again; the batch ends with every grade."""
+    import datetime as dt
+    import os
+    import signal
+    import time
+
+    course = harness.make_course(tmp_path, ASSIGNMENT)
+    harness.generate_release(course, ASSIGNMENT)
+    expected = _class(course, {"reference": 6, "partial": 2})
+    release = nbformat.read(course / "exercises" / ASSIGNMENT / "perceptron.ipynb", as_version=4)
+    slow = harness.submission(release, harness.reference_codes(harness.SOLUTIONS / ASSIGNMENT / "perceptron.ipynb"))
+    slow.cells.insert(3, nbformat.v4.new_code_cell("import time\ntime.sleep(6)"))
+    folder = course / "submitted" / "aaa-slow" / ASSIGNMENT
+    folder.mkdir(parents=True)
+    nbformat.write(slow, folder / "perceptron.ipynb")
+    expected["aaa-slow"] = REFERENCE_POINTS
+    # a claim left "grading" two hours ago by a worker on another host that died: it has gone stale
+    db_url = f"sqlite:///{course / 'gradebook.db'}"
+    engine = workers.engine_for(db_url)
+    workers.CLAIMS.create(engine, checkfirst=True)
+    with engine.begin() as connection:
+        connection.execute(workers.CLAIMS.insert().values(
+            assignment=ASSIGNMENT, student="reference-000", worker="elsewhere:1:0", status="grading",
+            claimed_at=dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(hours=2)))
+    engine.dispose()
+    proc = _grade(course, "--workers", "2")
+    killed = None
+    deadline = time.monotonic() + 600
+    while killed is None and time.monotonic() < deadline and proc.poll() is None:
+        for row in workers.claims(db_url, ASSIGNMENT):
+            if row["student"] == "aaa-slow" and row["status"] == "grading":
+                killed = int(row["worker"].split(":")[1])
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.2)
+    log = proc.communicate(timeout=900)[0]
+    assert killed is not None, log[-3000:]
+    assert proc.returncode == 0, log[-3000:]
+    rows = _check_every_grade_once(db_url, expected)
+    assert any(str(killed) not in r["worker"] for r in rows if r["student"] == "aaa-slow")
