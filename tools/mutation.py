@@ -5,6 +5,7 @@
     python tools/mutation.py ch01_perceptron --check   # is the committed report current? (no run)
     python tools/mutation.py ch01_perceptron --template   # triage entries for the untriaged survivors
     python tools/mutation.py ch01_perceptron --catalogue  # mutants.toml, judged the same way (quick)
+    python tools/mutation.py ch01_perceptron --reference  # the reference once, with each test cell's time
 
 **The mutants** come from mutmut (its own mutation operators, ``mutmut.mutation``): every
 mutation mutmut makes inside a top-level function of a solution cell, on a line of the
@@ -701,6 +702,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds per mutant (default: 5x the reference run, at least 30)")
     parser.add_argument("--only", action="append", metavar="CELL",
                         help="mutate only this solution cell (repeatable); writes no report")
+    parser.add_argument("--reference", action="store_true",
+                        help="run the reference notebook once in the plain runner, with each test cell's time")
     parser.add_argument("--catalogue", action="store_true",
                         help="judge the mutants of mutants.toml with the same runner (quick; writes nothing)")
     parser.add_argument("-q", "--quiet", action="store_true")
@@ -724,11 +727,27 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(name, "1")
     os.environ.setdefault("DLVISION_PROFILE", "quick")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    if args.reference:
+        home = os.getcwd()
+        failed = False
+        for path in sorted(folder.glob("*.ipynb")):
+            try:
+                outcome = Runner(path).run([({}, False)], timeout=3600)[0]
+            finally:
+                os.chdir(home)
+            print(f"{path.name}: {'passes' if not outcome.killed else 'FAILS'} in {outcome.seconds:.1f} s"
+                  + (f": {outcome.message}" if outcome.killed else ""))
+            for cell, seconds in (outcome.cells or {}).items():
+                print(f"  {cell}: {seconds:.2f} s")
+            failed |= outcome.killed
+        return 1 if failed else 0
     if args.catalogue:
         results = run_catalogue(folder, workers=args.workers, timeout=args.timeout)
         for name, outcome in results:
             what = f"killed by {outcome.failed[0]}" if outcome.status == "killed" else outcome.status
             print(f"{'ok  ' if outcome.killed else 'FAIL'} {name}: {what}")
+            if outcome.message and not args.quiet:
+                print(f"      {outcome.message[:200]}")
         escaped = [name for name, outcome in results if not outcome.killed]
         print(f"{len(results)} catalogued mutants, {len(escaped)} escaped the tests" + (f": {escaped}" if escaped else ""))
         return 1 if escaped else 0
