@@ -37,12 +37,15 @@ import nbformat
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tools"), str(REPO)]
 
-from cheats import CHEATS  # noqa: E402
+from cheats import for_assignment  # noqa: E402
 
 import harness  # noqa: E402
 from grading import scan  # noqa: E402
 
-UNSAFE_FOR_THE_BASELINE = {"huge-memory", "fork-bomb", "infinite-loop"}
+# Cheats that the sequential baseline would run unconfined on this machine: memory, processes,
+# signals to PID 1, writes to the kernel's sockets. They are graded by tests/test_grading_integrity.py.
+UNSAFE_FOR_THE_BASELINE = {"huge-memory", "fork-bomb", "infinite-loop", "fork-server-attacked",
+                           "leftovers-for-the-next-student", "pickle-reply", "static-findings-erased-by-a-bad-reply"}
 STOCK_PREPROCESSORS = """
 # The baseline: nbgrader's own autograde steps, its Execute included
 from nbgrader.converters import Autograde
@@ -66,8 +69,9 @@ def make_submissions(assignment: str, n: int) -> dict[str, tuple[str, bytes]]:
     mutants = harness.load_mutants(assignment)
     variants = harness.variant_codes(assignment, mutants)
     reference = variants[harness.REFERENCE][path.name]
-    cheats = [c for c in CHEATS if c.name not in UNSAFE_FOR_THE_BASELINE]
-    counts = {"broken": max(1, n // 20), "cheat": max(len(cheats), n * 3 // 20), "blank": n * 3 // 20}
+    cheats = [c for c in for_assignment(assignment)
+              if c.name not in UNSAFE_FOR_THE_BASELINE and c.plant is None and c.graded]
+    counts = {"broken": max(1, n // 20), "cheat": max(n * 3 // 20, min(len(cheats), n // 4)), "blank": n * 3 // 20}
     counts["partial"] = n // 4
     counts["correct"] = n - sum(counts.values())
     out: dict[str, tuple[str, bytes]] = {}
@@ -147,7 +151,7 @@ def total(points: dict[str, float | None]) -> float:
 def caught_by_score(kind: str, result, blank_score: float) -> bool:
     """A cheat is defeated when it scores no more than an unanswered notebook; a forbidden
     library operation, when the tests of the exercise that uses it score 0."""
-    if kind == "cheat:forbidden-op":
+    if kind.startswith("cheat:forbidden-op"):
         return result.cells.get("test_conv2d_naive", 0) == 0 or result.cells.get("test_conv2d_im2col", 0) == 0
     return result.score <= blank_score
 

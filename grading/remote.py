@@ -143,7 +143,7 @@ class Session:
             if isinstance(item, list) and len(item) == 3 and all(isinstance(x, str) for x in item):
                 vector, cell, detail = item
                 if vector in ("monkeypatch", "ipython-hooks", "grader-files", "process-exit", "resource-abuse",
-                              "huge-output", "grader-detection", "network"):
+                              "huge-output", "grader-detection", "network", "inputs-changed"):
                     found.append(Finding(vector, cell[:200], detail[:1000], "runtime"))
         return found
 

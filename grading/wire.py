@@ -164,9 +164,8 @@ class _Encoder:
                 name = str(obj.dtype).removeprefix("torch.")
                 if name not in TORCH_DTYPES or obj.is_quantized or obj.is_meta:
                     return None
-                tensor = obj.detach().cpu().contiguous()
-                raw = tensor.view(torch.uint8).numpy().tobytes() if tensor.dim() else tensor.reshape(1).view(
-                    torch.uint8).numpy().tobytes()
+                tensor = obj.detach().cpu()
+                raw = tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
                 return {"pt": [name, list(tensor.shape), *self.blob(raw), bool(obj.requires_grad)]}
             if type(obj) is torch.Size:
                 return {"t": [int(n) for n in obj]}

@@ -314,13 +314,16 @@ def test_the_decoder_refuses_what_is_not_data(body):
 
 
 def test_the_encoder_and_decoder_round_trip_data_and_strip_lone_surrogates():
-    value = {"a": [1, 2.5, "t\udc80x"], "b": (np.arange(4, dtype=np.int16).reshape(2, 2), torch.eye(2)),
+    odd = torch.empty_strided((2, 1), (1, 5), dtype=torch.float64).fill_(3.0)  # "contiguous", yet stride(-1) is 5
+    value = {"a": [1, 2.5, "t\udc80x"], "b": (np.arange(4, dtype=np.int16).reshape(2, 2), torch.eye(2), odd,
+                                             torch.zeros(4, 3, 2, 1).to(memory_format=torch.channels_last)),
              "c": collections.OrderedDict(k=1)}
     kept = []
     decoded = wire.decode(wire.encode({"status": "ok", "result": value}, kept.append), None)["result"]
     assert decoded["a"] == [1, 2.5, "t?x"] and decoded["c"] == {"k": 1}
     assert decoded["b"][0].dtype == np.int16 and decoded["b"][0].tolist() == [[0, 1], [2, 3]]
-    assert torch.equal(decoded["b"][1], torch.eye(2))
+    assert torch.equal(decoded["b"][1], torch.eye(2)) and torch.equal(decoded["b"][2], odd)
+    assert decoded["b"][3].shape == (4, 3, 2, 1)
 
 
 # --------------------------------------------------------------------------- one student cannot reach the next
