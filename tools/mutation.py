@@ -473,7 +473,7 @@ def _code(text: str) -> str:
 
 
 def build_report(assignment: str, folder: Path, mutants: list[Mutant], outcomes: list[Outcome], entries: list[Entry],
-                 reference: Outcome, seconds: float) -> tuple[str, dict]:
+                 reference: Outcome, seconds: float, workers: int = 1) -> tuple[str, dict]:
     survivors = [(m, o) for m, o in zip(mutants, outcomes, strict=True) if not o.killed]
     matched: dict[int, Entry] = {}
     problems = []
@@ -549,7 +549,7 @@ def build_report(assignment: str, folder: Path, mutants: list[Mutant], outcomes:
         f"| survivors now | {len(survivors)}: {len(equivalent)} equivalent, {len(untriaged)} untriaged |",
         f"| survivors a test now kills | {len(now_killed)} |",
         f"| problems | {len(problems)} |",
-        f"| run | {seconds:.0f} s wall, reference notebook {reference.seconds:.1f} s, one worker; "
+        f"| run | {seconds:.0f} s wall, reference notebook {reference.seconds:.1f} s, {workers} worker(s); "
         f"load average {load:.1f} |",
         "",
         "## By solution cell",
@@ -662,7 +662,7 @@ def run(folder: Path, *, workers: int, timeout: float | None, only: set[str] | N
         finally:
             os.chdir(home)
     reference = Outcome("survived", [], "", reference_seconds)
-    return build_report(assignment, folder, mutants, outcomes, entries, reference, time.monotonic() - started)
+    return build_report(assignment, folder, mutants, outcomes, entries, reference, time.monotonic() - started, workers)
 
 
 def run_catalogue(folder: Path, *, workers: int, timeout: float | None) -> list[tuple[str, Outcome]]:
