@@ -20,6 +20,7 @@ is already built instead of building one (faster while writing a page).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -269,6 +270,52 @@ def test_page_in_a_browser(page, built, chrome, server, summary):
     problems = [f"http: {p}" for p in over_http.problems] + [f"file: {p}" for p in over_file.problems]
     assert not problems, f"{page}: {len(problems)} problems in the browser:\n" + "\n".join(problems)
     assert (over_http.equations, over_http.images) == (over_file.equations, over_file.images)
+
+
+def test_the_browser_checks_catch_what_they_are_for(chrome, tmp_path):
+    """A page with broken math, an undefined macro, an over-wide equation, an image without
+    alt text, a missing image, a script error and a request to another host: each is reported."""
+    sys.path.insert(0, str(REPO / "book" / "_ext"))
+    import offline_mathjax
+
+    site = tmp_path / "site"
+    offline_mathjax.copy_mathjax(site / "mathjax" / "es5")
+    (site / "ok.png").write_bytes(base64.b64decode(_PNG))
+    wide = " + ".join(f"x_{{{i}}}" for i in range(120))
+    (site / "page.html").write_text(
+        "<!DOCTYPE html><html><head><title>t</title><link rel='icon' href='data:,'>"
+        "<script>window.MathJax = {options: {processHtmlClass: 'math', ignoreHtmlClass: 'document'}};</script>"
+        "<script defer src='mathjax/es5/tex-chtml.js'></script></head>"
+        "<body class='document'><article>"
+        "<span class='math'>\\(x^2}\\)</span> <span class='math'>\\(\\notamacro x\\)</span>"
+        f"<div class='math'>\\[{wide}\\]</div><div class='math'>\\[a^2 + b^2 = c^2\\]</div>"
+        "<img src='ok.png'><img src='ok.png' alt='ok.png'><img src='ok.png' alt='A red square on white.'>"
+        "<img src='missing.png' alt='Something that is not there.'>"
+        "<img src='http://example.invalid/x.png' alt='A picture from another host.'>"
+        "<script>undefinedFunction();</script></article></body></html>"
+    )
+    report = browser.check_page(chrome, (site / "page.html").as_uri(), site=site, origin=None)
+    text = "\n".join(report.problems)
+    expected = {
+        "math error": "math error in x^2}",
+        "undefined macro": "undefined macro in \\notamacro",
+        "wide equation": "equation wider than the text",
+        "no alt": "image no alt text: ok.png",
+        "alt is a file name": 'alt text is not a description ("ok.png")',
+        "missing image": "image did not load: missing.png",
+        "console error": "console error",
+        "remote request": "request outside the site: http://example.invalid/x.png",
+    }
+    missed = [what for what, needle in expected.items() if needle not in text]
+    assert not missed, f"the browser checks missed: {missed}\nthey reported:\n{text}"
+    assert (report.equations, report.inline_math, report.images) == (2, 2, 5)
+    assert "A red square" not in text and "a^2 + b^2" not in text, "a correct image or equation was reported"
+
+
+# A 2x2 red PNG.
+_PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg=="
+)
 
 
 def _title(built: Path, page: str) -> str:
