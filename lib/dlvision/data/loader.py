@@ -30,19 +30,37 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator | None
     if index is None:
         x = torch.nn.functional.pad(x, (padding,) * 4)
         index = torch.arange(len(x), device=x.device)
-    n, (h, w) = len(index), (x.shape[2] - 2 * padding, x.shape[3] - 2 * padding)
-    shift = torch.randint(0, 2 * padding + 1, (2, n), generator=generator).to(x.device, non_blocking=True)
-    rows = shift[0][:, None] + torch.arange(h, device=x.device)  # (N, H)
-    cols = shift[1][:, None] + torch.arange(w, device=x.device)  # (N, W)
+    shift = torch.randint(0, 2 * padding + 1, (2, len(index)), generator=generator).to(x.device, non_blocking=True)
+    return _crop_at(x, padding, index, shift)
+
+
+def _crop_at(padded: torch.Tensor, padding: int, index: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """The windows of ``padded[index]`` that start at rows ``shift[0]`` and columns ``shift[1]``."""
+    h, w = padded.shape[2] - 2 * padding, padded.shape[3] - 2 * padding
+    rows = shift[0][:, None] + torch.arange(h, device=padded.device)  # (N, H)
+    cols = shift[1][:, None] + torch.arange(w, device=padded.device)  # (N, W)
     # One gather for the whole batch (advanced indices around a slice put C last).
-    out = x[index[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
+    out = padded[index[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
     return out.permute(0, 3, 1, 2)
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Flip each image of a batch (N, C, H, W) left-right with probability 1/2."""
     flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device, non_blocking=True)
+    return _flip_where(x, flip)
+
+
+def _flip_where(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on ``device``. To a GPU through pinned memory: a pinned copy is truly
+    asynchronous, while one from pageable memory may wait until the GPU has caught up, and so
+    stops the CPU from queueing the next steps while the GPU works."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 class TensorLoader:
@@ -143,23 +161,49 @@ class TensorLoader:
         n = len(self.x)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def __iter__(self):
-        n = len(self.x)
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator).to(self.device, non_blocking=True)
+    def _epoch_draws(self, n: int):
+        """The epoch's random numbers, drawn from the loader's generator in one go at the start
+        of the epoch and moved to the device once: the order, then for each batch its crop shifts
+        and its flips (the same numbers, in the same sequence, as drawing them batch by batch,
+        so an epoch is the same on every device). No copy from the CPU inside the epoch, so no
+        wait for the GPU between steps."""
+        g, bs = self.generator, self.batch_size
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        shifts, flips = [], []
+        if self.crop or self.flip:
+            for i in range(len(self)):
+                nb = len(range(i * bs, min((i + 1) * bs, n)))
+                if self.crop:
+                    shifts.append(torch.randint(0, 2 * self.crop + 1, (2, nb), generator=g))
+                if self.flip:
+                    flips.append(torch.rand(nb, generator=g) < 0.5)
+        parts = [order] + ([torch.cat(shifts, 1)] if shifts else []) + ([torch.cat(flips)] if flips else [])
+        if self.device.type == "cuda":  # one transfer for the three of them
+            sizes = [p.numel() for p in parts]
+            flat = _to_device(torch.cat([p.reshape(-1).long() for p in parts]), self.device).split(sizes)
+            parts = [f.view(p.shape).to(p.dtype) for f, p in zip(flat, parts, strict=True)]
         else:
-            order = torch.arange(n, device=self.device)
+            parts = [p.to(self.device) for p in parts]
+        order = parts.pop(0)
+        shift = parts.pop(0) if shifts else None
+        flip = parts.pop(0) if flips else None
+        return order, shift, flip
+
+    def __iter__(self):
+        n, bs = len(self.x), self.batch_size
+        order, shift, flip = self._epoch_draws(n)
         if self.crop and self._padded is None:
             # Pad the whole dataset once (uint8: 4x less memory and bandwidth than float).
             self._padded = torch.nn.functional.pad(self.x, (self.crop,) * 4)
         for i in range(len(self)):
-            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            lo, hi = i * bs, min((i + 1) * bs, n)
+            idx = order[lo:hi]  # a view: no work
             if self.crop:
-                xb = random_crop(self._padded, self.crop, self.generator, index=idx)
+                xb = _crop_at(self._padded, self.crop, idx, shift[:, lo:hi])
             else:
                 xb = self.x[idx]
             if self.flip:
-                xb = random_flip(xb, self.generator)
+                xb = _flip_where(xb, flip[lo:hi])
             # Augment in uint8, convert once; normalisation is one fused multiply-add.
             xb = (xb.float() - self._shift) * self._inv_scale
             if self.channels_last and xb.ndim == 4:
