@@ -160,3 +160,23 @@ def test_call_unchanged_names_in_place_changes_and_aliases():
     with pytest.raises(AssertionError, match="argument w= was changed"):
         call_unchanged("kw", lambda *, w: w.append(1), w=[0])
     assert call_unchanged("copy", lambda x: x * 2, np.ones(2)).tolist() == [2.0, 2.0]
+
+
+def test_call_unchanged_compares_modules_by_what_they_hold():
+    net = _net().eval()  # in train mode a forward pass updates batch norm's running statistics
+    assert call_unchanged("reads", lambda m, x: m(x).sum().item(), net, torch.randn(1, 1, 5, 5)) is not None
+    with pytest.raises(AssertionError, match="argument 1 was changed in place"):
+        call_unchanged("train-mode forward", lambda m, x: m(x).sum().item(), _net(), torch.randn(2, 1, 5, 5))
+    with pytest.raises(AssertionError, match="argument 1 was changed in place"):
+        call_unchanged("eval", lambda m: m.eval() and None, _net())
+    with pytest.raises(AssertionError, match="argument 1 was changed in place"):
+        call_unchanged("freeze", lambda m: m[0].weight.requires_grad_(False) and None, _net())
+    with pytest.raises(AssertionError, match="argument 1 was changed in place"):
+        call_unchanged("grads", lambda m, x: m(x).sum().backward(), _net(), torch.randn(1, 1, 5, 5))
+
+    def nudge(m):
+        with torch.no_grad():
+            m[3].bias += 1
+
+    with pytest.raises(AssertionError, match="argument 1 was changed in place"):
+        call_unchanged("nudge", nudge, _net())

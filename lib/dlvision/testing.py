@@ -349,6 +349,8 @@ def _same(a, b) -> bool:
         if a.is_floating_point() or a.is_complex():
             return bool(torch.allclose(a.detach(), b.detach(), rtol=0, atol=0, equal_nan=True))
         return bool(torch.equal(a.detach(), b.detach()))
+    if _is_module(a):  # a module equals only itself: compare what it holds
+        return _same(_module_state(a), _module_state(b))
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
@@ -357,6 +359,27 @@ def _same(a, b) -> bool:
         return bool(a == b)
     except Exception:
         return True  # not comparable: nothing to say
+
+
+def _is_module(value) -> bool:
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.nn.Module)
+
+
+def _module_state(module) -> dict:
+    """What an in-place change of a module would touch: tensors, flags and submodules' modes."""
+    import torch
+
+    Module = torch.nn.Module
+    return {
+        "parameters": {n: p.detach() for n, p in Module.named_parameters(module)},
+        "requires_grad": {n: p.requires_grad for n, p in Module.named_parameters(module)},
+        "grads": {n: p.grad is not None for n, p in Module.named_parameters(module)},
+        "buffers": {n: b.detach() for n, b in Module.named_buffers(module)},
+        "modes": {n: (type(m).__qualname__, m.training) for n, m in Module.named_modules(module)},
+    }
 
 
 def _shares_memory(result, value) -> bool:
