@@ -168,9 +168,9 @@ def test_call_unchanged_compares_modules_by_what_they_hold():
     with pytest.raises(AssertionError, match="argument 1 was changed in place"):
         call_unchanged("train-mode forward", lambda m, x: m(x).sum().item(), _net(), torch.randn(2, 1, 5, 5))
     with pytest.raises(AssertionError, match="argument 1 was changed in place"):
-        call_unchanged("eval", lambda m: m.eval() and None, _net())
+        call_unchanged("eval", lambda m: m.eval().training, _net())
     with pytest.raises(AssertionError, match="argument 1 was changed in place"):
-        call_unchanged("freeze", lambda m: m[0].weight.requires_grad_(False) and None, _net())
+        call_unchanged("freeze", lambda m: m[0].weight.requires_grad_(False).shape, _net())
     with pytest.raises(AssertionError, match="argument 1 was changed in place"):
         call_unchanged("grads", lambda m, x: m(x).sum().backward(), _net(), torch.randn(1, 1, 5, 5))
 
