@@ -146,7 +146,7 @@ class NotebookRun:
         owned = [(cell_label(i, c), c.source) for i, c in enumerate(cells) if cell_role(c) in ("solution", "student")]
         self.findings = scan.scan_student_code(owned)
         forbidden = scan.forbidden_uses(self.rules, owned, self.exports)
-        rules = {e: {"exercise": e, "words": sorted(scan.rule_words(r)), "modules": list(r.modules), "why": r.why}
+        rules = {e: {"exercise": e, "words": sorted(r.words()), "modules": list(r.modules), "why": r.why}
                  for r in self.rules for e in r.exercises}
         for exercise, uses in forbidden.items():
             self.findings.append(Finding("forbidden-op", exercise, "; ".join(uses), "static"))

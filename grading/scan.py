@@ -1,26 +1,22 @@
 """Static rules on the student's code: tampering, and each exercise's forbidden operations.
 
-Two questions, both answered from the source of the student's cells (the solution cells,
-labelled by grade id, and the cells the student added, labelled ``"cell N"``), never by
-running it:
+Both questions are answered from the source of the student's cells (solution cells labelled by
+grade id, the cells the student added ``"cell N"``), never by running it:
 
 :func:`scan_student_code`
-    what the code tries besides solving the exercises (patching numpy, IPython hooks,
-    rigged objects, files, exits, processes, probing the environment, the network). The
-    answer is a list of :class:`~grading.findings.Finding` for the integrity report; it
-    changes no grade, because grades come from verification outside the student's process.
+    what the code tries besides solving the exercises (patching numpy, IPython hooks, rigged
+    objects, files, exits, processes, probing the environment, the network), as findings for
+    the integrity report; it changes no grade (grades come from checks outside the sandbox).
 :func:`forbidden_uses`
-    which exercises break their rule of ``integrity.toml`` (:func:`load_rules`), such as
-    "no ``conv2d`` in any form" in chapter 3. This one decides a grade: the proxy for a
-    function that breaks its exercise's rule raises, so that exercise's tests score 0.
+    which exercises break their rule of ``integrity.toml`` (:func:`load_rules`), e.g. "no
+    ``conv2d`` in any form": the proxy for such a function raises, so its tests score 0.
 
-Both read IPython syntax (magics, ``!shell`` lines) and resolve import aliases
-(``import numpy as np``, ``from torch.nn import functional as F``, ``t = np.testing``), so
-that what they report names the real module. The analysis is flow-insensitive: a name bound
-anywhere in a scope counts as bound everywhere in it. Names that the student's code uses
-without binding them resolve as the course's setup and test cells bind them (``np``,
-``torch``, ``F``, ``check_array``, ...), or as the builtin or module of that name.
-A cell that does not parse is skipped: the student's run shows the SyntaxError.
+Both read IPython syntax (magics, ``!shell`` lines) and resolve aliases (``import numpy as np``,
+``from torch.nn import functional as F``, ``t = np.testing``), so that what they report names
+the real module. A name bound anywhere in a scope counts as bound everywhere in it; names the
+student's code uses without binding them resolve as the course's setup cells bind them (``np``,
+``F``, ``check_array``, ...), or as the builtin or module of that name. A cell that does not
+parse is skipped: the student's run shows the SyntaxError.
 """
 
 from __future__ import annotations
@@ -37,170 +33,110 @@ from pathlib import Path
 
 from IPython.core.inputtransformer2 import TransformerManager
 
-from .findings import Finding
+from grading.findings import Finding
 
 RULES_FILE = "integrity.toml"
-
-# --------------------------------------------------------------------------- vocabulary
-
 _CANNOT_VOUCH = "so the static rule cannot vouch for it"
 _RUN_TIME_NAMES = f"builds code or names at run time, {_CANNOT_VOUCH}"
 
+# What using a name means: (vector, or None for "nothing to report" that overrides a shorter
+# prefix; a note; dotted names, each covering what is under it, a trailing "*" any name that
+# starts so). The longest name that a use is under wins.
+_USES: dict[str, tuple[str | None, str]] = {name: (vector, note) for vector, note, names in [
+    ("monkeypatch", _RUN_TIME_NAMES, "builtins.eval builtins.exec builtins.compile builtins.__import__ importlib "
+                                     "marshal types.FunctionType types.CodeType"),
+    ("monkeypatch", "reloads modules", "importlib.reload"),
+    ("monkeypatch", "installs a tracing hook", "sys.settrace sys.setprofile sys.monitoring sys.addaudithook "
+                                               "threading.settrace threading.setprofile"),
+    ("monkeypatch", "finds objects through the garbage collector", "gc.get_referrers gc.get_referents gc.get_objects"),
+    ("monkeypatch", "writes memory directly", "ctypes _ctypes cffi"),
+    ("monkeypatch", "walks the call stack", "sys._getframe sys._current_frames inspect.currentframe inspect.stack "
+                                            "inspect.trace inspect.getouterframes traceback.walk_stack"),
+    ("ipython-hooks", "", "get_ipython() IPython.get_ipython IPython.core sys.excepthook sys.displayhook "
+                          "sys.unraisablehook sys.breakpointhook"),
+    (None, "", "IPython.display"),
+    ("ipython-hooks", "runs code when the process ends", "atexit"),
+    ("grader-files", "opens files", "builtins.open io.open io.FileIO codecs.open os.open os.fdopen"),
+    ("grader-files", "reads or writes files",
+     "pathlib shutil glob sqlite3 sqlalchemy zipfile tarfile pickle shelve dill nbformat nbgrader os.listdir os.scandir "
+     "os.walk os.remove os.unlink os.rename os.replace os.rmdir os.removedirs os.mkdir os.makedirs os.chdir os.chmod "
+     "os.truncate os.symlink os.link os.path.exists os.path.isfile os.path.isdir os.path.getsize os.path.getmtime "
+     "numpy.load numpy.save numpy.savez numpy.savez_compressed numpy.loadtxt numpy.savetxt numpy.genfromtxt "
+     "numpy.fromfile numpy.memmap torch.load torch.save torch.from_file"),
+    ("grader-files", "runs other programs", "subprocess pty os.system os.popen os.exec* os.spawn* os.posix_spawn*"),
+    ("process-exit", "", "os._exit os.abort os.kill os.killpg sys.exit builtins.exit builtins.quit signal"),
+    ("resource-abuse", "starts processes or threads", "os.fork os.forkpty multiprocessing torch.multiprocessing "
+                                                      "concurrent.futures threading.Thread threading.Timer _thread"),
+    ("resource-abuse", "changes resource limits", "resource"),
+    ("grader-detection", "", "os.environ os.environb os.getenv os.getcwd os.getcwdb os.uname os.getlogin "
+                             "socket.gethostname socket.getfqdn platform.node platform.uname getpass pwd psutil sys.argv "
+                             "sys.orig_argv sys.modules __file__"),
+    ("network", "", "socket ssl urllib urllib3 requests http httpx aiohttp ftplib smtplib xmlrpc webbrowser"),
+] for name in names.split()}
 
-def _entries(vector: str | None, note: str, *paths: str) -> dict[str, tuple[str | None, str]]:
-    return {path: (vector, note) for path in paths}
-
-
-# What using a name means: dotted name (a prefix covers everything under it; a trailing
-# "*" matches any name that starts so) -> (integrity vector, or None for "nothing to
-# report", overriding a shorter prefix; a note for the instructor). The longest key wins.
-_USES: dict[str, tuple[str | None, str]] = {
-    **_entries(
-        "monkeypatch", _RUN_TIME_NAMES,
-        "builtins.eval", "builtins.exec", "builtins.compile", "builtins.__import__",
-        "importlib", "marshal", "types.FunctionType", "types.CodeType",
-    ),
-    **_entries("monkeypatch", "reloads modules", "importlib.reload"),
-    **_entries(
-        "monkeypatch", "installs a tracing hook",
-        "sys.settrace", "sys.setprofile", "sys.monitoring", "sys.addaudithook",
-        "threading.settrace", "threading.setprofile",
-    ),
-    **_entries("monkeypatch", "finds objects through the garbage collector",
-               "gc.get_referrers", "gc.get_referents", "gc.get_objects"),
-    **_entries("monkeypatch", "writes memory directly", "ctypes", "_ctypes", "cffi"),
-    **_entries(
-        "monkeypatch", "walks the call stack",
-        "sys._getframe", "sys._current_frames", "inspect.currentframe", "inspect.stack",
-        "inspect.trace", "inspect.getouterframes", "traceback.walk_stack",
-    ),
-    **_entries("ipython-hooks", "", "get_ipython()", "IPython.get_ipython", "IPython.core"),
-    **_entries(None, "", "IPython.display"),
-    **_entries("ipython-hooks", "", "sys.excepthook", "sys.displayhook", "sys.unraisablehook", "sys.breakpointhook"),
-    **_entries("ipython-hooks", "runs code when the process ends", "atexit"),
-    **_entries("grader-files", "opens files", "builtins.open", "io.open", "io.FileIO", "codecs.open", "os.open", "os.fdopen"),
-    **_entries(
-        "grader-files", "reads or writes files",
-        "pathlib", "shutil", "glob", "sqlite3", "sqlalchemy", "zipfile", "tarfile", "pickle", "shelve", "dill",
-        "nbformat", "nbgrader",
-        "os.listdir", "os.scandir", "os.walk", "os.remove", "os.unlink", "os.rename", "os.replace", "os.rmdir",
-        "os.removedirs", "os.mkdir", "os.makedirs", "os.chdir", "os.chmod", "os.truncate", "os.symlink", "os.link",
-        "os.path.exists", "os.path.isfile", "os.path.isdir", "os.path.getsize", "os.path.getmtime",
-        "numpy.load", "numpy.save", "numpy.savez", "numpy.savez_compressed", "numpy.loadtxt", "numpy.savetxt",
-        "numpy.genfromtxt", "numpy.fromfile", "numpy.memmap", "torch.load", "torch.save", "torch.from_file",
-    ),
-    **_entries("grader-files", "runs other programs",
-               "subprocess", "pty", "os.system", "os.popen", "os.exec*", "os.spawn*", "os.posix_spawn*"),
-    **_entries("process-exit", "", "os._exit", "os.abort", "os.kill", "os.killpg", "sys.exit", "builtins.exit",
-               "builtins.quit", "signal"),
-    **_entries("resource-abuse", "starts processes or threads", "os.fork", "os.forkpty", "multiprocessing",
-               "torch.multiprocessing", "concurrent.futures", "threading.Thread", "threading.Timer", "_thread"),
-    **_entries("resource-abuse", "changes resource limits", "resource"),
-    **_entries(
-        "grader-detection", "",
-        "os.environ", "os.environb", "os.getenv", "os.getcwd", "os.getcwdb", "os.uname", "os.getlogin",
-        "socket.gethostname", "socket.getfqdn", "platform.node", "platform.uname", "getpass", "pwd", "psutil",
-        "sys.argv", "sys.orig_argv", "sys.modules", "__file__",
-    ),
-    **_entries("network", "", "socket", "ssl", "urllib", "urllib3", "requests", "http", "httpx", "aiohttp",
-               "ftplib", "smtplib", "xmlrpc", "webbrowser"),
-}
-
-# Attributes that reach other frames or other modules' globals, whatever they are read from.
-_FRAME_ATTRIBUTES = frozenset(
-    {"f_back", "f_globals", "f_locals", "f_builtins", "tb_frame", "gi_frame", "cr_frame", "__globals__", "__subclasses__"}
-)
-# Module state that changes how names resolve, and the methods that change it in place.
-_MODULE_STATE = frozenset({"builtins", "sys.modules", "sys.path", "sys.meta_path", "sys.path_hooks"})
-_MUTATORS = frozenset({"update", "setdefault", "pop", "popitem", "clear", "append", "insert", "extend", "remove",
-                       "__setitem__", "__delitem__"})
-# Settings of display libraries: assigning them changes how things look, not what they compute.
-_HARMLESS_SETTINGS = ("matplotlib.", "torch.backends.", "pandas.options.")
-
-_SETATTR_FUNCTIONS = frozenset({"builtins.setattr", "builtins.delattr", "builtins.object.__setattr__",
-                                "builtins.object.__delattr__", "builtins.type.__setattr__"})
+# attributes that reach other frames or other modules' globals, whatever they are read from
+_FRAME_ATTRIBUTES = frozenset("f_back f_globals f_locals f_builtins tb_frame gi_frame cr_frame __globals__ "
+                              "__subclasses__".split())
+# module state that changes how names resolve, and the methods that change it in place
+_MODULE_STATE = frozenset("builtins sys.modules sys.path sys.meta_path sys.path_hooks".split())
+_MUTATORS = frozenset("update setdefault pop popitem clear append insert extend remove __setitem__ __delitem__".split())
+_HARMLESS_SETTINGS = ("matplotlib.", "torch.backends.", "pandas.options.")  # how things look, not what they compute
+_SETATTR_FUNCTIONS = frozenset("builtins.setattr builtins.delattr builtins.object.__setattr__ "
+                               "builtins.object.__delattr__ builtins.type.__setattr__".split())
 _GETATTR_FUNCTIONS = frozenset({"builtins.getattr", "builtins.hasattr"})
-
-_RIGGED_METHODS = frozenset({
-    "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__bool__", "__float__", "__int__", "__index__",
-    "__array__", "__array_ufunc__", "__array_function__", "__torch_function__", "__torch_dispatch__",
-    "__instancecheck__", "__subclasscheck__", "__class__", "__getattribute__",
-    # what the grader's tools read about a module: a class of the student's that redefines them pretends
-    "named_parameters", "parameters", "named_buffers", "buffers", "named_modules", "modules", "state_dict",
-})
-_RIGGED_BASES = frozenset({
-    "numpy.ndarray", "numpy.generic", "numpy.number", "numpy.floating", "numpy.integer", "numpy.float64",
-    "numpy.float32", "numpy.int64", "numpy.int32", "torch.Tensor", "torch.nn.Parameter",
-    "builtins.float", "builtins.int", "builtins.complex", "builtins.tuple", "builtins.list", "builtins.dict",
-    "builtins.str", "builtins.bytes", "builtins.set", "builtins.frozenset", "builtins.type",
-    "collections.UserDict", "collections.UserList", "collections.OrderedDict", "collections.defaultdict",
-})
+# methods that make an object pretend (the last line: what the grader's tools read about a module)
+_RIGGED_METHODS = frozenset("__eq__ __ne__ __lt__ __le__ __gt__ __ge__ __bool__ __float__ __int__ __index__ __array__ "
+                            "__array_ufunc__ __array_function__ __torch_function__ __torch_dispatch__ __instancecheck__ "
+                            "__subclasscheck__ __class__ __getattribute__ "
+                            "named_parameters parameters named_buffers buffers named_modules modules state_dict".split())
+_RIGGED_BASES = frozenset(
+    "numpy.ndarray numpy.generic numpy.number numpy.floating numpy.integer numpy.float64 numpy.float32 numpy.int64 "
+    "numpy.int32 torch.Tensor torch.nn.Parameter collections.UserDict collections.UserList collections.OrderedDict "
+    "collections.defaultdict".split()) | {f"builtins.{t}" for t in "float int complex tuple list dict str bytes set "
+                                                                     "frozenset type".split()}
 _EXIT_EXCEPTIONS = frozenset({"builtins.SystemExit", "builtins.KeyboardInterrupt"})
-
-# Words in string literals: (vector, word, pattern).
-_STRING_WORDS = [
-    ("grader-files", word, re.compile(pattern))
-    for word, pattern in [
-        ("gradebook", r"gradebook"), (".db", r"\.db\b"), ("solutions", r"\bsolutions\b"), ("source/", r"\bsource/"),
-        ("autograded", r"\bautograded\b"), ("submitted", r"\bsubmitted\b"), ("nbgrader", r"nbgrader"),
-    ]
-] + [("grader-detection", word, re.compile(pattern)) for word, pattern in [("/proc", r"/proc\b"), ("NBGRADER", r"NBGRADER")]]
-
-# IPython magics (by name, without % or %%).
+# words in string literals: (vector, word, pattern)
+_STRING_WORDS = [("grader-files", word, re.compile(pattern)) for word, pattern in [
+    ("gradebook", r"gradebook"), (".db", r"\.db\b"), ("solutions", r"\bsolutions\b"), ("source/", r"\bsource/"),
+    ("autograded", r"\bautograded\b"), ("submitted", r"\bsubmitted\b"), ("nbgrader", r"nbgrader")]] + [
+    ("grader-detection", word, re.compile(pattern)) for word, pattern in [("/proc", r"/proc\b"), ("NBGRADER", "NBGRADER")]]
+# IPython magics, by name
 _CODE_MAGICS = frozenset({"time", "timeit"})  # their argument is Python code, scanned as such
 _HARMLESS_MAGICS = _CODE_MAGICS | {"matplotlib", "pinfo", "pinfo2", "psearch", "who", "whos"}
 _SHELL_MAGICS = frozenset({"system", "sx", "bash", "sh", "script"})
 _PACKAGE_MAGICS = frozenset({"pip", "conda", "mamba"})
 _TIMEIT_OPTIONS = re.compile(r"^\s*(?:-[nrp]\s*\d+\s*|-[tcqo]\s+)*")
-
-# Names that the course's setup and visible test cells bind, as they bind them.
-_DEFAULT_NAMES = {
-    "np": "numpy",
-    "F": "torch.nn.functional",
-    "nn": "torch.nn",
-    "plt": "matplotlib.pyplot",
-    "__builtins__": "builtins",
-    "__file__": "__file__",
-    "get_ipython": "IPython.get_ipython",
-    **{name: f"dlvision.testing.{name}" for name in ("check_array", "check_equal", "check_scalar", "check_type")},
-}
+# names that the course's setup and visible test cells bind, as they bind them
+_DEFAULT_NAMES = {"np": "numpy", "F": "torch.nn.functional", "nn": "torch.nn", "plt": "matplotlib.pyplot",
+                  "__builtins__": "builtins", "__file__": "__file__", "get_ipython": "IPython.get_ipython",
+                  **{name: f"dlvision.testing.{name}" for name in ("check_array", "check_equal", "check_scalar",
+                                                                   "check_type")}}
 _BUILTIN_NAMES = frozenset(dir(builtins)) | {"exit", "quit"}
-_MODULE_NAMES = frozenset(sys.stdlib_module_names) | {
-    "numpy", "torch", "scipy", "dlvision", "IPython", "sklearn", "matplotlib", "requests", "urllib3", "httpx",
-    "aiohttp", "sqlalchemy", "nbgrader", "nbformat", "psutil", "cffi", "dill",
-}
-
-# What forbidden_uses treats as building names at run time (besides getattr with a computed name).
-_NAME_BUILDERS = ("builtins.eval", "builtins.exec", "builtins.compile", "builtins.__import__", "builtins.globals",
-                  "builtins.vars", "builtins.locals", "globals()", "importlib", "marshal", "types.FunctionType", "types.CodeType",
-                  "sys.modules", "operator.attrgetter", "operator.methodcaller", "get_ipython()",
-                  "IPython.get_ipython", "torch.ops", "torch._ops", "torch._VF", "threading", "_thread",
-                  "concurrent", "multiprocessing", "sys.setprofile", "sys.settrace", "sys.monitoring")
-# The names under which the library's own code runs an operation that a rule names.
+_MODULE_NAMES = frozenset(sys.stdlib_module_names) | set("numpy torch scipy dlvision IPython sklearn matplotlib "
+                                                         "requests urllib3 httpx aiohttp sqlalchemy nbgrader nbformat "
+                                                         "psutil cffi dill".split())
+# what forbidden_uses treats as building names at run time (besides getattr with a computed name)
+_NAME_BUILDERS = ("builtins.eval builtins.exec builtins.compile builtins.__import__ builtins.globals builtins.vars "
+                  "builtins.locals globals() importlib marshal types.FunctionType types.CodeType sys.modules "
+                  "operator.attrgetter operator.methodcaller get_ipython() IPython.get_ipython torch.ops torch._ops "
+                  "torch._VF threading _thread concurrent multiprocessing sys.setprofile sys.settrace "
+                  "sys.monitoring").split()
+_NAME_BUILDING_ATTRIBUTES = frozenset("__dict__ __getattribute__ __getattr__ __globals__ f_globals f_back".split())
+# the names under which the library's own code runs an operation that a rule names
 _ALIASES = {"unfold": {"im2col"}, "Unfold": {"im2col"}, "fold": {"col2im"}, "Fold": {"col2im"},
             "max_pool2d": {"max_pool2d_with_indices"}, "avg_pool2d": {"avg_pool2d"}}
-_NAME_BUILDING_ATTRIBUTES = frozenset({"__dict__", "__getattribute__", "__getattr__", "__globals__", "f_globals",
-                                       "f_back"})
+_MAX_DEPTH = 100  # code nested deeper is not read (a recursive walk could not take it); honest code stays far below
+_TOO_DEEP = f"code nested more than {_MAX_DEPTH} levels deep, too deep to read, {_CANNOT_VOUCH}"
+_TRANSFORMER = TransformerManager()
 
 
 # --------------------------------------------------------------------------- parsing
 
-_TRANSFORMER = TransformerManager()
-
-
-# Code nested deeper than this is not read (the parser accepts more than a recursive walk can take);
-# honest code stays far below it.
-_MAX_DEPTH = 100
-_TOO_DEEP = f"code nested more than {_MAX_DEPTH} levels deep, too deep to read, {_CANNOT_VOUCH}"
-
 
 @dataclass
 class _Cell:
-    """One student cell, parsed: its label, its top-level statements and the ids of its docstrings' nodes.
-
-    ``too_deep`` holds the top-level statements nested deeper than :data:`_MAX_DEPTH`: they are
-    reported, not read.
-    """
+    """One student cell, parsed: its label, its top-level statements (those nested deeper than
+    :data:`_MAX_DEPTH` apart: reported, not read) and the ids of its docstrings' nodes."""
 
     label: str
     statements: list[ast.stmt]
@@ -209,29 +145,23 @@ class _Cell:
 
 
 def _parse(source: str) -> ast.Module | None:
-    """The syntax tree of a cell, IPython syntax turned into Python first; None if it does not parse.
-
-    Line numbers are the cell's: IPython drops leading blank lines, they are counted back.
-    """
+    """A cell's syntax tree, IPython syntax turned into Python first (its line numbers the cell's); None
+    if it does not parse."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # invalid escape sequences and the like: the student's run shows them
         try:
             tree = ast.parse(_TRANSFORMER.transform_cell(source))
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             return None
-    blank = next((i for i, line in enumerate(source.splitlines()) if line.strip()), 0)
-    return ast.increment_lineno(tree, blank)
+    return ast.increment_lineno(tree, next((i for i, line in enumerate(source.splitlines()) if line.strip()), 0))
 
 
 def _docstring_ids(tree: ast.AST) -> set[int]:
     """Ids of the string nodes that are docstrings (of the module, functions and classes)."""
-    ids = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body:
-            first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
-                ids.add(id(first.value))
-    return ids
+    return {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+            and isinstance(node.body[0].value.value, str)}
 
 
 def _depth(node: ast.AST) -> int:
@@ -248,25 +178,33 @@ def _parse_cells(cells: list[tuple[str, str]]) -> list[_Cell]:
     """The cells that parse, in order."""
     parsed = []
     for label, source in cells:
-        tree = _parse(source)
-        if tree is not None:
+        if (tree := _parse(source)) is not None:
             deep = [statement for statement in tree.body if _depth(statement) > _MAX_DEPTH]
-            readable = [statement for statement in tree.body if statement not in deep]
-            parsed.append(_Cell(label, readable, deep, _docstring_ids(tree)))
+            parsed.append(_Cell(label, [s for s in tree.body if s not in deep], deep, _docstring_ids(tree)))
     return parsed
+
+
+def defined_names(source: str) -> list[str]:
+    """The names a cell's top level defines: functions, classes and assigned names, in order."""
+    tree, names = _parse(source), []
+    for node in tree.body if tree is not None else []:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names += [n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name)]
+    return list(dict.fromkeys(names))
 
 
 # --------------------------------------------------------------------------- scopes and names
 
-_NESTED_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef,
-                  ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+_NESTED_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp,
+                  ast.DictComp, ast.GeneratorExp)
 
 
 def _scope_nodes(nodes: list[ast.AST]) -> Iterator[ast.AST]:
-    """The nodes of a scope, in source order, without the insides of the scopes nested in it.
-
-    A nested function or class is itself in the scope (it binds its name there); its body is not.
-    """
+    """The nodes of a scope in source order, without the insides of nested scopes (a nested function or
+    class is itself there: it binds its name)."""
     stack = list(reversed(nodes))
     while stack:
         node = stack.pop()
@@ -278,9 +216,7 @@ def _scope_nodes(nodes: list[ast.AST]) -> Iterator[ast.AST]:
 def _import_aliases(node: ast.Import | ast.ImportFrom) -> dict[str, str]:
     """Name bound -> dotted name of what it stands for, for one import statement."""
     if isinstance(node, ast.Import):
-        return {a.asname: a.name for a in node.names if a.asname} | {
-            a.name.split(".")[0]: a.name.split(".")[0] for a in node.names if not a.asname
-        }
+        return {a.asname or a.name.split(".")[0]: a.name if a.asname else a.name.split(".")[0] for a in node.names}
     if node.level or not node.module:
         return {}  # a relative import: not a module the course knows
     return {a.asname or a.name: f"{node.module}.{a.name}" for a in node.names if a.name != "*"}
@@ -301,39 +237,29 @@ def _plain_bindings(nodes: list[ast.AST]) -> set[str]:
     return names
 
 
-def _parameters(args: ast.arguments) -> list[str]:
-    """The names of a function's parameters."""
-    named = args.posonlyargs + args.args + args.kwonlyargs + [a for a in (args.vararg, args.kwarg) if a]
-    return [a.arg for a in named]
-
-
 class _Scope:
-    """The names that one scope binds: a notebook's top level (all cells), a function, a class body.
+    """The names one scope binds: the notebook's top level (all cells), a function, a class body.
 
-    ``aliases`` maps a name to the dotted name of what it stands for when that is a module
-    or something reached from one (``np`` -> ``numpy``; ``t = np.testing`` -> ``numpy.testing``);
+    ``aliases`` maps a name to the dotted name of what it stands for when that is a module or
+    something reached from one (``np`` -> ``numpy``; ``t = np.testing`` -> ``numpy.testing``);
     ``plain`` holds the names bound otherwise. An alias wins over a plain binding of the same
     name: the suspicious reading is the one to check.
     """
 
     def __init__(self, nodes: list[ast.AST], parent: _Scope | None = None, params=(), is_class=False):
-        self.parent = parent
-        self.is_class = is_class
-        self.aliases: dict[str, str] = {}
-        self.plain = set(params)
+        self.parent, self.is_class, self.aliases = parent, is_class, {}
         found = list(_scope_nodes(nodes))
         for node in found:
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 self.aliases.update(_import_aliases(node))
-        self.plain |= _plain_bindings(found)
+        self.plain = set(params) | _plain_bindings(found)
         for node in found:
             if isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets):
-                path = _resolve(node.value, self)
-                if path is not None:
+                if (path := _resolve(node.value, self)) is not None:
                     self.aliases.update({t.id: path for t in node.targets})
 
     def binding(self, name: str) -> tuple[_Scope | None, str | None]:
-        """The scope that binds ``name`` (None when the student's code does not) and what it stands for."""
+        """The scope that binds ``name`` (None: the student's code does not) and what it stands for."""
         scope = self
         while scope is not None:
             if name in scope.aliases:
@@ -343,21 +269,12 @@ class _Scope:
             scope = scope.parent
             while scope is not None and scope.is_class:  # a class body's names are not visible in its methods
                 scope = scope.parent
-        return None, _default_path(name)
-
-    def is_module(self) -> bool:
-        return self.parent is None
+        default = _DEFAULT_NAMES.get(name) or (f"builtins.{name}" if name in _BUILTIN_NAMES else None)
+        return None, default or (name if name in _MODULE_NAMES else None)
 
 
-def _default_path(name: str) -> str | None:
-    """What a name the student's code does not bind stands for in the student's kernel."""
-    if name in _DEFAULT_NAMES:
-        return _DEFAULT_NAMES[name]
-    if name in _BUILTIN_NAMES:
-        return f"builtins.{name}"
-    if name in _MODULE_NAMES:
-        return name
-    return None
+def _parameters(args: ast.arguments) -> list[str]:
+    return [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs + [a for a in (args.vararg, args.kwarg) if a]]
 
 
 def _literal(node: ast.AST | None):
@@ -371,45 +288,38 @@ def _resolve(node: ast.AST, scope: _Scope, chain: list[ast.AST] | None = None) -
     """The dotted name that ``node`` stands for when it is reached from a module, else None.
 
     Follows attributes, subscripts (``sys.modules["numpy"]``, ``vars(np)["allclose"]``,
-    ``np.__dict__["allclose"]``, ``__builtins__["abs"]``, ``globals()["np"]``), ``getattr`` with a literal name,
-    ``__import__``/``importlib.import_module`` of a literal, and ``get_ipython()``. The nodes
-    that make up the resolved expression are appended to ``chain``.
+    ``np.__dict__["allclose"]``, ``__builtins__["abs"]``, ``globals()["np"]``), ``getattr`` with a
+    literal name, ``__import__``/``importlib.import_module`` of a literal, and ``get_ipython()``.
+    The nodes that make up the resolved expression are appended to ``chain``.
     """
-    path = _resolve_one(node, scope, chain)
+    path = None
+    if isinstance(node, ast.Name):
+        path = scope.binding(node.id)[1]
+    elif isinstance(node, ast.Attribute):
+        base = _resolve(node.value, scope, chain)
+        path = None if base is None else f"{base}.{node.attr}"
+    elif isinstance(node, ast.Subscript) and (base := _resolve(node.value, scope, chain)) is not None:
+        key = _literal(node.slice)
+        if isinstance(key, str) and base == "globals()":
+            path = scope.binding(key)[1]
+        elif isinstance(key, str) and (base == "builtins" or base.endswith(".__dict__")):
+            path = f"{base.removesuffix('.__dict__')}.{key}"
+        else:
+            path = f"{base}[{key!r}]" if key is not None else f"{base}[...]"
+    elif isinstance(node, ast.Call):
+        path = _resolve_call(node, scope, chain)
     if path is not None and chain is not None:
         chain.append(node)
     return path
 
 
-def _resolve_one(node: ast.AST, scope: _Scope, chain: list[ast.AST] | None) -> str | None:
-    if isinstance(node, ast.Name):
-        return scope.binding(node.id)[1]
-    if isinstance(node, ast.Attribute):
-        base = _resolve(node.value, scope, chain)
-        return None if base is None else f"{base}.{node.attr}"
-    if isinstance(node, ast.Subscript):
-        base = _resolve(node.value, scope, chain)
-        if base is None:
-            return None
-        key = _literal(node.slice)
-        if isinstance(key, str) and base == "globals()":
-            return scope.binding(key)[1]
-        if isinstance(key, str) and (base == "builtins" or base.endswith(".__dict__")):
-            return f"{base.removesuffix('.__dict__')}.{key}"
-        return f"{base}[{key!r}]" if key is not None else f"{base}[...]"
-    if isinstance(node, ast.Call):
-        return _resolve_call(node, scope, chain)
-    return None
-
-
 def _resolve_call(node: ast.Call, scope: _Scope, chain: list[ast.AST] | None) -> str | None:
-    function = _resolve(node.func, scope, chain)
-    args = node.args
+    function, args = _resolve(node.func, scope, chain), node.args
+    name = _literal(args[0]) if args else None
     if function in ("IPython.get_ipython", "IPython.core.getipython.get_ipython"):
         return "get_ipython()"
     if function in ("builtins.globals", "builtins.locals") and not args:
         return "globals()"
-    name = _literal(args[0]) if args else None
     if function in ("builtins.__import__", "importlib.import_module") and isinstance(name, str):
         if chain is not None:
             chain.append(args[0])
@@ -443,42 +353,23 @@ def _display(path: str) -> str:
     return path.removeprefix("builtins.")
 
 
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _reaches_class_at_run_time(node: ast.AST, scope: _Scope) -> bool:
     """Does the expression go through ``type(...)`` or ``.__class__``, so that changing it changes a class?"""
-    for inner in ast.walk(node):
-        if isinstance(inner, ast.Attribute) and inner.attr == "__class__":
-            return True
-        if isinstance(inner, ast.Call) and len(inner.args) == 1 and _resolve(inner.func, scope) == "builtins.type":
-            return True
-    return False
-
-
-def _setattr_call(node: ast.Call, function: str | None) -> tuple[ast.AST, ast.AST, str] | None:
-    """(object, name, verb) when the call sets or deletes an attribute, else None."""
-    if function in _SETATTR_FUNCTIONS and len(node.args) >= 2:
-        verb = "deletes" if "delattr" in function else "assigns"
-        return node.args[0], node.args[1], verb
-    if isinstance(node.func, ast.Attribute) and node.func.attr in ("__setattr__", "__delattr__") and node.args:
-        verb = "deletes" if node.func.attr == "__delattr__" else "assigns"
-        return node.func.value, node.args[0], verb
-    return None
-
-
-# --------------------------------------------------------------------------- walking with scopes
+    return any((isinstance(n, ast.Attribute) and n.attr == "__class__") or (
+        isinstance(n, ast.Call) and len(n.args) == 1 and _resolve(n.func, scope) == "builtins.type") for n in ast.walk(node))
 
 
 class _ScopedVisitor(ast.NodeVisitor):
-    """Walks code with the scope in which each name is looked up (``self.scope``).
-
-    ``covered`` holds the ids of nodes already examined as part of a longer expression
-    (``os`` in ``os.environ``), so that each construct is reported once.
-    """
+    """Walks code with the scope in which each name is looked up (``self.scope``). ``covered`` holds
+    the ids of nodes already examined as part of a longer expression (``os`` in ``os.environ``), so
+    that each construct is reported once."""
 
     def __init__(self, scope: _Scope, docstrings: set[int]):
-        self.scope = scope
-        self.docstrings = docstrings
-        self.function_depth = 0
-        self.covered: set[int] = set()
+        self.scope, self.docstrings, self.function_depth, self.covered = scope, docstrings, 0, set()
 
     def resolve(self, node: ast.AST, chain: list[ast.AST] | None = None) -> str | None:
         return _resolve(node, self.scope, chain)
@@ -487,8 +378,7 @@ class _ScopedVisitor(ast.NodeVisitor):
         self.covered.update(id(n) for n in chain)
 
     def visit_in_scope(self, nodes: list[ast.AST], scope: _Scope, function: bool) -> None:
-        outer = self.scope
-        self.scope = scope
+        outer, self.scope = self.scope, scope
         self.function_depth += function
         for node in nodes:
             self.visit(node)
@@ -523,14 +413,11 @@ class _ScopedVisitor(ast.NodeVisitor):
 
 
 def scan_student_code(cells: list[tuple[str, str]]) -> list[Finding]:
-    """What the student's code tries besides solving the exercises, as static findings.
-
-    ``cells`` holds (label, source) for every student-owned code cell. One finding per
-    vector, cell and distinct construct, its detail naming the construct and its line in
-    the cell (``"line 3: assigns numpy.allclose"``).
-    """
+    """What the student's code (``(label, source)`` of every student-owned code cell) tries besides
+    solving the exercises: one finding per vector, cell and construct, its detail naming the construct
+    and its line in the cell (``"line 3: assigns numpy.allclose"``)."""
     parsed = _parse_cells(cells)
-    module = _module_scope(parsed)
+    module = _Scope([statement for cell in parsed for statement in cell.statements])
     findings = []
     for cell in parsed:
         scanner = _IntegrityScanner(cell.label, module, cell.docstrings)
@@ -542,19 +429,12 @@ def scan_student_code(cells: list[tuple[str, str]]) -> list[Finding]:
     return findings
 
 
-
-def _module_scope(parsed: list[_Cell]) -> _Scope:
-    """The notebook's top level: the names that all the student's cells bind there."""
-    return _Scope([statement for cell in parsed for statement in cell.statements])
-
-
 class _IntegrityScanner(_ScopedVisitor):
     """The integrity findings of one cell."""
 
     def __init__(self, label: str, scope: _Scope, docstrings: set[int]):
         super().__init__(scope, docstrings)
-        self.label = label
-        self.line_offset = 0  # for code inside a magic's argument: its lines in the cell
+        self.label, self.line_offset = label, 0  # line_offset: for code inside a magic's argument
         self.findings: dict[tuple[str, str], Finding] = {}
 
     def report(self, vector: str, node: ast.AST, construct: str, detail: str) -> None:
@@ -565,12 +445,10 @@ class _IntegrityScanner(_ScopedVisitor):
 
     def report_use(self, node: ast.AST, path: str, verb: str = "uses") -> bool:
         """Report what using ``path`` means, if anything; True if it was reported."""
-        entry = _use_entry(path)
-        if entry is None or entry[0] is None:
-            return False
-        vector, note = entry
-        self.report(vector, node, path, f"{verb} {_display(path)}" + (f" ({note})" if note else ""))
-        return True
+        vector, note = _use_entry(path) or (None, "")
+        if vector is not None:
+            self.report(vector, node, path, f"{verb} {_display(path)}" + (f" ({note})" if note else ""))
+        return vector is not None
 
     def check_expression(self, node: ast.AST) -> None:
         """Report what a name, attribute, item or call stands for, once for the longest expression."""
@@ -583,30 +461,22 @@ class _IntegrityScanner(_ScopedVisitor):
 
     def check_store(self, target: ast.Attribute | ast.Subscript) -> None:
         """Assigning or deleting an attribute or item of a module, or of a class reached at run time."""
-        verb = "deletes" if isinstance(target.ctx, ast.Del) else "assigns"
-        chain: list[ast.AST] = []
-        path = self.resolve(target, chain)
-        if path is not None:
+        verb, chain, text = "deletes" if isinstance(target.ctx, ast.Del) else "assigns", [], ast.unparse(target)
+        if (path := self.resolve(target, chain)) is not None:
             self.cover(chain)
             self.report_store(target, path, verb)
         elif isinstance(target, ast.Attribute) and target.attr == "__class__":
-            self.report("rigged-object", target, ast.unparse(target), f"{verb} {ast.unparse(target)}")
+            self.report("rigged-object", target, text, f"{verb} {text}")
         elif _reaches_class_at_run_time(target.value, self.scope):
-            text = ast.unparse(target)
             self.report("monkeypatch", target, text, f"{verb} {text} (changes a class it reached at run time)")
 
     def report_store(self, node: ast.AST, path: str, verb: str, how: str = "") -> None:
         """Report a change to ``path``: an IPython hook, or else a monkeypatch (display settings aside)."""
-        if path.startswith(_HARMLESS_SETTINGS):
-            return
         if path.startswith("globals()"):
             self.report("monkeypatch", node, path, f"{verb} a global named at run time, {_CANNOT_VOUCH}")
-            return
-        entry = _use_entry(path)
-        vector = "ipython-hooks" if entry and entry[0] == "ipython-hooks" else "monkeypatch"
-        self.report(vector, node, path, f"{verb} {path}{how}")
-
-    # --- names, attributes, items
+        elif not path.startswith(_HARMLESS_SETTINGS):
+            vector = "ipython-hooks" if (_use_entry(path) or (None,))[0] == "ipython-hooks" else "monkeypatch"
+            self.report(vector, node, path, f"{verb} {path}{how}")
 
     def visit_Name(self, node: ast.Name) -> None:
         if isinstance(node.ctx, ast.Load):
@@ -634,19 +504,15 @@ class _IntegrityScanner(_ScopedVisitor):
             self.report_use(node, alias.name, "imports")
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        if not node.level and node.module:
-            for alias in node.names:
-                self.report_use(node, f"{node.module}.{alias.name}", "imports")
+        for alias in node.names if not node.level and node.module else []:
+            self.report_use(node, f"{node.module}.{alias.name}", "imports")
 
     def visit_Constant(self, node: ast.Constant) -> None:
-        if id(node) in self.docstrings or not isinstance(node.value, (str, bytes)):
-            return
-        text = node.value if isinstance(node.value, str) else node.value.decode("latin-1")
-        for vector, word, pattern in _STRING_WORDS:
-            if pattern.search(text):
-                self.report(vector, node, word, f"mentions {word!r} in a string")
-
-    # --- calls
+        if id(node) not in self.docstrings and isinstance(node.value, (str, bytes)):
+            text = node.value if isinstance(node.value, str) else node.value.decode("latin-1")
+            for vector, word, pattern in _STRING_WORDS:
+                if pattern.search(text):
+                    self.report(vector, node, word, f"mentions {word!r} in a string")
 
     def visit_Call(self, node: ast.Call) -> None:
         function = self.resolve(node.func)
@@ -656,47 +522,42 @@ class _IntegrityScanner(_ScopedVisitor):
         setattr_call = _setattr_call(node, function)
         if setattr_call is not None:
             self.check_setattr(node, *setattr_call)
-        elif function in _GETATTR_FUNCTIONS and len(node.args) >= 2 and not isinstance(_literal(node.args[1]), str):
+        elif function in _GETATTR_FUNCTIONS and len(node.args) >= 2 and not isinstance(_literal(node.args[1]), str) \
+                and self.resolve(node.args[0]) is not None:  # a module's attribute: what it reads cannot be told
             self.report("monkeypatch", node, _display(function),
                         f"{_display(function)} with a name built at run time, {_CANNOT_VOUCH}")
         elif function == "builtins.type" and len(node.args) == 3:
             self.report("rigged-object", node, "type()", "creates a class at run time with type(name, bases, namespace)")
-        self.check_state_change(node)
+        if isinstance(node.func, ast.Attribute) and node.func.attr in _MUTATORS:  # sys.modules.update(...) and the like
+            chain: list[ast.AST] = []
+            base = self.resolve(node.func.value, chain)
+            if base is not None and (base in _MODULE_STATE or base.endswith(".__dict__")):
+                self.cover(chain)
+                self.report("monkeypatch", node, f"{base}.{node.func.attr}", f"changes {base} ({node.func.attr})")
         self.generic_visit(node)
 
     def check_setattr(self, node: ast.Call, obj: ast.AST, name: ast.AST, verb: str) -> None:
-        """``setattr(obj, name, value)`` and its kin: a store, or a name built at run time."""
-        attribute = _literal(name)
-        chain: list[ast.AST] = []
+        """``setattr(obj, name, value)`` and its kin on a module or a class reached at run time (the
+        student's own objects are theirs to change): a store, or a name built at run time."""
+        attribute, chain = _literal(name), []
         base = self.resolve(obj, chain)
+        if base is None and not _reaches_class_at_run_time(obj, self.scope):
+            return
         if not isinstance(attribute, str):
             of = f" of {base}" if base else ""
             self.report("monkeypatch", node, f"setattr{of}", f"{verb} an attribute{of} named at run time, {_CANNOT_VOUCH}")
-            return
-        if base is not None:
+        elif base is not None:
             self.cover(chain)
             self.report_store(node, f"{base}.{attribute}", verb, " with setattr")
-        elif _reaches_class_at_run_time(obj, self.scope):
+        else:
             text = f"{ast.unparse(obj)}.{attribute}"
             self.report("monkeypatch", node, text, f"{verb} {text} with setattr (changes a class it reached at run time)")
 
-    def check_state_change(self, node: ast.Call) -> None:
-        """``sys.modules.update(...)``, ``np.__dict__.pop(...)``, ``sys.path.insert(...)`` and the like."""
-        if not (isinstance(node.func, ast.Attribute) and node.func.attr in _MUTATORS):
-            return
-        chain: list[ast.AST] = []
-        base = self.resolve(node.func.value, chain)
-        if base is not None and (base in _MODULE_STATE or base.endswith(".__dict__")):
-            self.cover(chain)
-            self.report("monkeypatch", node, f"{base}.{node.func.attr}", f"changes {base} ({node.func.attr})")
-
     def check_magic(self, node: ast.Call, function: str | None) -> bool:
         """Report an IPython magic or shell command (as IPython rewrote it); True if the call was one."""
-        if function not in ("get_ipython().run_line_magic", "get_ipython().run_cell_magic",
-                            "get_ipython().system", "get_ipython().getoutput"):
-            return False
         arguments = [_literal(a) for a in node.args]
-        if not arguments or not all(isinstance(a, str) for a in arguments):
+        if function not in ("get_ipython().run_line_magic", "get_ipython().run_cell_magic", "get_ipython().system",
+                            "get_ipython().getoutput") or not arguments or not all(isinstance(a, str) for a in arguments):
             return False
         if function.endswith(("system", "getoutput")):
             command = _shorten(arguments[0])
@@ -704,8 +565,17 @@ class _IntegrityScanner(_ScopedVisitor):
             return True
         name = arguments[0]
         magic = ("%%" if function.endswith("cell_magic") else "%") + name
-        if name in _CODE_MAGICS:
-            self.scan_magic_code(node, arguments[1:])
+        if name in _CODE_MAGICS:  # the line argument is on the magic's line, a cell magic's body starts on the next
+            outer = self.line_offset
+            for index, code in enumerate(arguments[1:]):
+                if (tree := _parse(_TIMEIT_OPTIONS.sub("", code, count=1) if index == 0 else code)) is not None:
+                    self.docstrings = self.docstrings | _docstring_ids(tree)
+                    self.line_offset = outer + node.lineno - 1 + index
+                    if _depth(tree) > _MAX_DEPTH:
+                        self.report("monkeypatch", node, "too deep", _TOO_DEEP)
+                    else:
+                        self.visit(tree)
+            self.line_offset = outer
         elif name in _SHELL_MAGICS:
             self.report("grader-files", node, magic, f"runs shell commands with {magic}")
         elif name in _PACKAGE_MAGICS:
@@ -714,38 +584,15 @@ class _IntegrityScanner(_ScopedVisitor):
             self.report("ipython-hooks", node, magic, f"uses the {magic} magic")
         return True
 
-    def scan_magic_code(self, node: ast.Call, codes: list[str]) -> None:
-        """Scan the Python code of ``%time``/``%timeit`` (line) and ``%%timeit`` (line and body)."""
-        outer_offset = self.line_offset
-        for index, code in enumerate(codes):
-            tree = _parse(_TIMEIT_OPTIONS.sub("", code, count=1) if index == 0 else code)
-            if tree is None:
-                continue
-            self.docstrings = self.docstrings | _docstring_ids(tree)
-            # the line argument is on the magic's line, a cell magic's body starts on the next one
-            self.line_offset = outer_offset + node.lineno - 1 + index
-            if _depth(tree) > _MAX_DEPTH:
-                self.report("monkeypatch", node, "too deep", _TOO_DEEP)
-            else:
-                self.visit(tree)
-        self.line_offset = outer_offset
-
-    # --- statements
-
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
-        bases = [path for path in map(self.resolve, node.bases) if path in _RIGGED_BASES]
-        defined = set()
+        defined = {s.name for s in node.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
         for statement in node.body:
-            if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                defined.add(statement.name)
-            elif isinstance(statement, (ast.Assign, ast.AnnAssign)):
+            if isinstance(statement, (ast.Assign, ast.AnnAssign)):
                 targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
                 defined.update(t.id for t in targets if isinstance(t, ast.Name))
-        reasons = [f"subclasses {_display(path)}" for path in bases]
-        if any(k.arg == "metaclass" for k in node.keywords):
-            reasons.append("has a metaclass")
-        rigged = sorted(defined & _RIGGED_METHODS)
-        if rigged:
+        reasons = [f"subclasses {_display(p)}" for p in map(self.resolve, node.bases) if p in _RIGGED_BASES]
+        reasons += ["has a metaclass"] * any(k.arg == "metaclass" for k in node.keywords)
+        if rigged := sorted(defined & _RIGGED_METHODS):
             reasons.append(f"defines {', '.join(rigged)}")
         if reasons:
             self.report("rigged-object", node, f"class {node.name}", f"class {node.name} {' and '.join(reasons)}")
@@ -753,20 +600,25 @@ class _IntegrityScanner(_ScopedVisitor):
 
     def visit_Raise(self, node: ast.Raise) -> None:
         exception = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
-        path = self.resolve(exception) if exception is not None else None
-        if path in _EXIT_EXCEPTIONS:
+        if (path := self.resolve(exception) if exception is not None else None) in _EXIT_EXCEPTIONS:
             self.report("process-exit", node, path, f"raises {_display(path)}")
         self.generic_visit(node)
 
     def visit_While(self, node: ast.While) -> None:
-        if self.function_depth == 0 and _literal_true(node.test) and not _breaks_out(node):
+        if self.function_depth == 0 and isinstance(node.test, ast.Constant) and node.test.value and not _breaks_out(
+                node):
             self.report("resource-abuse", node, f"while loop, line {node.lineno}",
                         f"while {ast.unparse(node.test)} loop without a break at the top level of the cell")
         self.generic_visit(node)
 
 
-def _literal_true(node: ast.AST) -> bool:
-    return isinstance(node, ast.Constant) and bool(node.value)
+def _setattr_call(node: ast.Call, function: str | None) -> tuple[ast.AST, ast.AST, str] | None:
+    """(object, name, verb) when the call sets or deletes an attribute, else None."""
+    if function in _SETATTR_FUNCTIONS and len(node.args) >= 2:
+        return node.args[0], node.args[1], "deletes" if "delattr" in function else "assigns"
+    if isinstance(node.func, ast.Attribute) and node.func.attr in ("__setattr__", "__delattr__") and node.args:
+        return node.func.value, node.args[0], "deletes" if node.func.attr == "__delattr__" else "assigns"
+    return None
 
 
 def _breaks_out(loop: ast.While) -> bool:
@@ -795,12 +647,19 @@ class Rule:
     modules: tuple[str, ...]  # forbidden module prefixes, e.g. "torch.nn.functional", "scipy"
     why: str  # sentence shown to the student and the instructor
 
+    def words(self) -> set[str]:
+        """The forbidden words with the names the library's own code gives the same operations
+        (``torch.ops.aten.im2col`` is ``unfold``, ``aten.convolution`` every ``conv``), for the
+        watch in the student's process."""
+        words = set(self.names)
+        for word in self.names:
+            words |= _ALIASES.get(word, set()) | ({"convolution", "_convolution"} if word[:4] in ("conv", "Conv") else set())
+        return words
+
 
 def load_rules(assignment_source_dir: Path) -> list[Rule]:
-    """The rules of ``<assignment_source_dir>/integrity.toml``: none when there is no such file.
-
-    Raises ValueError, naming the file and the problem, when the file is malformed.
-    """
+    """The rules of ``<assignment_source_dir>/integrity.toml`` (none without the file); ValueError,
+    naming the file and the problem, when it is malformed."""
     path = Path(assignment_source_dir) / RULES_FILE
     if not path.exists():
         return []
@@ -808,91 +667,69 @@ def load_rules(assignment_source_dir: Path) -> list[Rule]:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path}: not valid TOML: {err}") from err
-    unknown = set(data) - {"forbid"}
-    if unknown:
-        raise ValueError(f"{path}: unknown top-level keys {sorted(unknown)}; write [[forbid]] tables")
+    if set(data) - {"forbid"}:
+        raise ValueError(f"{path}: unknown top-level keys {sorted(set(data) - {'forbid'})}; write [[forbid]] tables")
     tables = data.get("forbid", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         raise ValueError(f"{path}: 'forbid' must be [[forbid]] tables")
-    return [_rule(table, f"{path}, [[forbid]] #{i + 1}") for i, table in enumerate(tables)]
-
-
-def _rule(table: dict, where: str) -> Rule:
-    unknown = set(table) - {"exercises", "names", "modules", "why"}
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
-    exercises = _string_list(table, "exercises", where)
-    names = _string_list(table, "names", where)
-    modules = _string_list(table, "modules", where)
-    if not exercises:
-        raise ValueError(f"{where}: 'exercises' must name at least one grade id")
-    if not names and not modules:
-        raise ValueError(f"{where}: give at least one of 'names' or 'modules'")
-    bad = [n for n in names if not n.isidentifier()] + [m for m in modules if not all(p.isidentifier() for p in m.split("."))]
-    if bad:
-        raise ValueError(f"{where}: {bad} are not names or dotted module names")
-    why = table.get("why")
-    if not isinstance(why, str) or not why.strip():
-        raise ValueError(f"{where}: 'why' must be a non-empty string")
-    return Rule(tuple(exercises), frozenset(names), tuple(modules), why.strip())
-
-
-def _string_list(table: dict, key: str, where: str) -> list[str]:
-    value = table.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise ValueError(f"{where}: {key!r} must be a list of non-empty strings")
-    return value
-
-
-def rule_words(rule: Rule) -> set[str]:
-    """The rule's forbidden words, with the names the library's own code gives the same operations
-    (``torch.ops.aten.im2col`` is ``unfold``, ``aten.convolution`` every ``conv``): the watch in
-    the student's process matches them against the functions that run."""
-    words = set(rule.names)
-    for word in rule.names:
-        words |= _ALIASES.get(word, set())
-        if word.startswith(("conv", "Conv")):
-            words |= {"convolution", "_convolution"}
-    return words
-
-
-def defined_names(source: str) -> list[str]:
-    """The names a cell's top level defines: functions, classes and assigned names, in order."""
-    tree = _parse(source)
-    names = []
-    for node in tree.body if tree is not None else []:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.append(node.name)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
-                names += [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
-    return list(dict.fromkeys(names))
+    rules = []
+    for number, table in enumerate(tables, 1):
+        where = f"{path}, [[forbid]] #{number}"
+        if set(table) - {"exercises", "names", "modules", "why"}:
+            raise ValueError(f"{where}: unknown keys {sorted(set(table) - {'exercises', 'names', 'modules', 'why'})}")
+        for key in ("exercises", "names", "modules"):
+            value = table.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+                raise ValueError(f"{where}: {key!r} must be a list of non-empty strings")
+        exercises, names, modules, why = (table.get(k, []) for k in ("exercises", "names", "modules", "why"))
+        if not exercises:
+            raise ValueError(f"{where}: 'exercises' must name at least one grade id")
+        if not names and not modules:
+            raise ValueError(f"{where}: give at least one of 'names' or 'modules'")
+        bad = [n for n in names if not n.isidentifier()] + [m for m in modules if not all(
+            p.isidentifier() for p in m.split("."))]
+        if bad:
+            raise ValueError(f"{where}: {bad} are not names or dotted module names")
+        if not isinstance(why, str) or not why.strip():
+            raise ValueError(f"{where}: 'why' must be a non-empty string")
+        rules.append(Rule(tuple(exercises), frozenset(names), tuple(modules), why.strip()))
+    return rules
 
 
 def forbidden_uses(rules: list[Rule], cells: list[tuple[str, str]],
                    exports: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
     """For each exercise (grade id) whose code breaks a rule, the offending uses.
 
-    An exercise's code is its solution cell (labelled by its grade id in ``cells``; its
-    functions and classes, or every statement if it defines none), the definitions in any
-    cell of the names the reference solution cell defines (``exports``; without it, those
-    the student's cell defines: a function redefined in a later cell is what runs), and,
-    transitively, the definitions in any cell of the top-level names that code uses (helpers,
-    variables, imports). Besides, a forbidden operation used as a value anywhere (stored in
-    a module attribute or a container, passed along: ``np.mm = F.conv2d``) counts against
-    every exercise of the rule. A use reads ``"line 5: torch.nn.functional.conv2d"`` in the
-    exercise's own cell and ``"cell 7, line 2 (in helper): ..."`` elsewhere. Building names
-    or code at run time (``getattr`` with a computed name, ``eval``, ``exec``, ``__import__``,
-    ``importlib``, ``globals()``, ``vars()``, ``__dict__``, ``torch.ops``, threads, tracers)
-    counts as a use: the grader cannot vouch for such code.
+    An exercise's code is its solution cell (labelled by its grade id in ``cells``: its functions
+    and classes, or every statement if it defines none), the definitions in any cell of the names
+    the reference solution cell defines (``exports``; without it, those the student's cell defines:
+    a function redefined in a later cell is what runs), and, transitively, the definitions of the
+    top-level names that code uses (helpers, variables, imports). Besides, a forbidden operation
+    used as a value anywhere (stored in a module attribute or a container: ``np.mm = F.conv2d``)
+    counts against every exercise of the rule. A use reads ``"line 5: torch.nn.functional.conv2d"``
+    in the exercise's own cell and ``"cell 7, line 2 (in helper): ..."`` elsewhere. Building names or
+    code at run time (``getattr`` with a computed name, ``eval``, ``exec``, ``__import__``,
+    ``importlib``, ``globals()``, ``vars()``, ``__dict__``, ``torch.ops``, threads, tracers) counts as
+    a use: the grader cannot vouch for such code.
     """
     parsed = _parse_cells(cells)
-    module = _module_scope(parsed)
-    definitions = _module_definitions(parsed)
-    by_label = {cell.label: cell for cell in parsed}
-    uses: dict[str, list[str]] = {}
+    module = _Scope([statement for cell in parsed for statement in cell.statements])
+    definitions: dict[str, list[tuple[_Cell, ast.stmt]]] = {}  # name -> the top-level statements that bind it
+    for cell in parsed:
+        for statement in cell.statements + cell.too_deep:
+            nodes = list(_scope_nodes([statement]))
+            names = _plain_bindings(nodes).union(*(_import_aliases(n) for n in nodes if isinstance(
+                n, (ast.Import, ast.ImportFrom))))
+            for name in names:
+                definitions.setdefault(name, []).append((cell, statement))
+    by_label, uses = {cell.label: cell for cell in parsed}, {}
     for rule in rules:
-        escaped = _escaping_uses(rule, parsed, module)
+        escaped = []
+        for cell in parsed:
+            checker = _RuleChecker(rule, module, cell.docstrings, escapes_only=True)
+            for statement in cell.statements:
+                checker.visit(statement)
+            escaped += [f"{cell.label}, line {line}: {what} (used as a value)" for line, what in checker.uses]
         for exercise in rule.exercises:
             found = _exercise_uses(rule, by_label.get(exercise), (exports or {}).get(exercise), definitions, module)
             known = uses.setdefault(exercise, [])
@@ -900,72 +737,30 @@ def forbidden_uses(rules: list[Rule], cells: list[tuple[str, str]],
     return {exercise: found for exercise, found in uses.items() if found}
 
 
-def _escaping_uses(rule: Rule, parsed: list[_Cell], module: _Scope) -> list[str]:
-    """Forbidden operations used as values (not called) anywhere in the student's code."""
-    uses = []
-    for cell in parsed:
-        checker = _RuleChecker(rule, module, cell.docstrings, escapes_only=True)
-        for statement in cell.statements:
-            checker.visit(statement)
-        uses += [f"{cell.label}, line {line}: {what} (used as a value)" for line, what in checker.uses]
-    return uses
-
-
-@dataclass
-class _Definition:
-    """A top-level statement of a cell: it binds names at the notebook's top level."""
-
-    cell: _Cell
-    statement: ast.stmt
-
-    def describe(self, line: int, exercise: str) -> str:
-        """Where a use on ``line`` of this statement's cell is, seen from ``exercise``."""
-        if self.cell.label == exercise:
-            return f"line {line}"
-        if isinstance(self.statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            return f"{self.cell.label}, line {line} (in {self.statement.name})"
-        return f"{self.cell.label}, line {line}"
-
-
-def _module_definitions(parsed: list[_Cell]) -> dict[str, list[_Definition]]:
-    """Name -> the top-level statements, in any cell, that bind it."""
-    definitions: dict[str, list[_Definition]] = {}
-    for cell in parsed:
-        for statement in cell.statements + cell.too_deep:
-            nodes = list(_scope_nodes([statement]))
-            names = _plain_bindings(nodes)
-            for node in nodes:
-                if isinstance(node, (ast.Import, ast.ImportFrom)):
-                    names |= set(_import_aliases(node))
-            for name in names:
-                definitions.setdefault(name, []).append(_Definition(cell, statement))
-    return definitions
-
-
-def _exercise_uses(rule: Rule, cell: _Cell | None, names: list[str] | None,
-                   definitions: dict[str, list[_Definition]], module: _Scope) -> list[str]:
+def _exercise_uses(rule: Rule, cell: _Cell | None, names: list[str] | None, definitions: dict, module: _Scope):
     """The uses that break ``rule`` in the code of an exercise (its cell, and where its names are defined)."""
     statements = sorted(cell.statements + cell.too_deep, key=lambda s: s.lineno) if cell else []
     functions = [s for s in statements if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
-    queue = [_Definition(cell, s) for s in functions or statements]
+    queue = [(cell, s) for s in functions or statements]
     for name in names if names is not None else [f.name for f in functions]:
         queue += definitions.get(name, [])
     seen, uses = set(), []
-    label = cell.label if cell else ""
     while queue:
-        definition = queue.pop(0)
-        if id(definition.statement) in seen:
+        where, statement = queue.pop(0)
+        if id(statement) in seen:
             continue
-        seen.add(id(definition.statement))
-        if definition.statement in definition.cell.too_deep:
-            found = [(definition.statement.lineno, _TOO_DEEP)]
-            used_names = set()
+        seen.add(id(statement))
+        if statement in where.too_deep:
+            found, used_names = [(statement.lineno, _TOO_DEEP)], set()
         else:
-            checker = _RuleChecker(rule, module, definition.cell.docstrings)
-            checker.visit(definition.statement)
+            checker = _RuleChecker(rule, module, where.docstrings)
+            checker.visit(statement)
             found, used_names = checker.uses, checker.module_names
         for line, what in found:
-            use = f"{definition.describe(line, label)}: {what}"
+            inside = f" (in {statement.name})" if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                                           ast.ClassDef)) else ""
+            use = f"line {line}: {what}" if cell and where.label == cell.label else (
+                f"{where.label}, line {line}{inside}: {what}")
             if use not in uses:
                 uses.append(use)
         for name in sorted(used_names):
@@ -974,20 +769,18 @@ def _exercise_uses(rule: Rule, cell: _Cell | None, names: list[str] | None,
 
 
 class _RuleChecker(_ScopedVisitor):
-    """The uses in one statement that break a rule, and the top-level names the statement uses."""
+    """The uses in one statement that break a rule, and the top-level names the statement uses.
+    ``escapes_only``: only forbidden operations used as values (not called) count."""
 
     def __init__(self, rule: Rule, scope: _Scope, docstrings: set[int], escapes_only: bool = False):
         super().__init__(scope, docstrings)
-        self.rule = rule
-        self.escapes_only = escapes_only  # only forbidden operations used as values count
+        self.rule, self.escapes_only = rule, escapes_only
         self.called: set[int] = set()  # ids of the nodes that are called (not used as values)
         self.uses: list[tuple[int, str]] = []  # (line in the cell, what is used)
-        self.module_names: set[str] = set()  # the top-level names the statement uses
+        self.module_names: set[str] = set()
 
     def flag(self, node: ast.AST, what: str, escape: bool = False) -> None:
-        if self.escapes_only and (not escape or id(node) in self.called):
-            return
-        if (node.lineno, what) not in self.uses:
+        if not (self.escapes_only and (not escape or id(node) in self.called)) and (node.lineno, what) not in self.uses:
             self.uses.append((node.lineno, what))
 
     def forbidden(self, path: str) -> bool:
@@ -996,11 +789,10 @@ class _RuleChecker(_ScopedVisitor):
 
     def check_expression(self, node: ast.AST) -> bool:
         """Flag what a name, attribute, item or call resolves to; True if it resolved."""
+        chain: list[ast.AST] = []
         if id(node) in self.covered:
             return True
-        chain: list[ast.AST] = []
-        path = self.resolve(node, chain)
-        if path is None:
+        if (path := self.resolve(node, chain)) is None:
             return False
         self.cover(chain)
         if self.forbidden(path):
@@ -1010,13 +802,12 @@ class _RuleChecker(_ScopedVisitor):
         return True
 
     def visit_Name(self, node: ast.Name) -> None:
-        if not isinstance(node.ctx, ast.Load):
-            return
-        scope, path = self.scope.binding(node.id)
-        if scope is None or scope.is_module():
-            self.module_names.add(node.id)
-        if not self.check_expression(node) and scope is None and node.id in self.rule.names:
-            self.flag(node, node.id)  # a name the student's code does not define, e.g. after a star import
+        if isinstance(node.ctx, ast.Load):
+            scope, _ = self.scope.binding(node.id)
+            if scope is None or scope.parent is None:
+                self.module_names.add(node.id)
+            if not self.check_expression(node) and scope is None and node.id in self.rule.names:
+                self.flag(node, node.id)  # a name the student's code does not define, e.g. after a star import
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         if not self.check_expression(node):
@@ -1031,8 +822,7 @@ class _RuleChecker(_ScopedVisitor):
         self.generic_visit(node)
 
     def visit_Assign(self, node: ast.Assign | ast.AnnAssign) -> None:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-        if all(isinstance(target, ast.Name) for target in targets):
+        if all(isinstance(target, ast.Name) for target in (node.targets if isinstance(node, ast.Assign) else [node.target])):
             self.called.add(id(node.value))  # a plain alias: the scope follows it, it is no escape
         self.generic_visit(node)
 
@@ -1049,32 +839,24 @@ class _RuleChecker(_ScopedVisitor):
         self.check_expression(node)
         self.generic_visit(node)
 
-    def visit_Import(self, node: ast.Import) -> None:
-        for alias in node.names:
-            self.check_import(node, alias.name)
+    def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
+        paths = [a.name for a in node.names] if isinstance(node, ast.Import) else [
+            f"{node.module}.{a.name}" for a in node.names] if not node.level and node.module else []
+        for path in paths:
+            if self.forbidden(path.removesuffix(".*")):
+                self.flag(node, f"import {path}")
+            elif _builds_names(path):
+                self.flag(node, f"import {path} ({_RUN_TIME_NAMES})")
 
-    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        if not node.level and node.module:
-            for alias in node.names:
-                self.check_import(node, f"{node.module}.{alias.name}")
-
-    def check_import(self, node: ast.AST, path: str) -> None:
-        if self.forbidden(path.removesuffix(".*")):
-            self.flag(node, f"import {path}")
-        elif _builds_names(path):
-            self.flag(node, f"import {path} ({_RUN_TIME_NAMES})")
+    visit_ImportFrom = visit_Import
 
     def visit_Constant(self, node: ast.Constant) -> None:
-        if id(node) not in self.docstrings and isinstance(node.value, str):
-            if self.rule.names & set(node.value.split(".")):
-                self.flag(node, repr(node.value))
+        if id(node) not in self.docstrings and isinstance(node.value, str) and self.rule.names & set(
+                node.value.split(".")):
+            self.flag(node, repr(node.value))
 
 
 def _builds_names(path: str) -> bool:
     """Does the dotted name look names up at run time (``eval``, ``importlib``, ``x.__dict__[...]``)?"""
     parts = {part.split("[")[0] for part in path.split(".")}
     return any(_under(path, key) for key in _NAME_BUILDERS) or bool(parts & _NAME_BUILDING_ATTRIBUTES)
-
-
-def _shorten(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
