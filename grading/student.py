@@ -1,23 +1,21 @@
 """What runs inside the sandbox: a fork server, and the student's process it forks.
 
-``python grading/student.py`` is started by :mod:`grading.sandbox` as PID 1 of the sandbox's
-PID namespace. It imports the heavy modules and builds an IPython shell once (the *warm*
-part, about two seconds a notebook), makes itself non-dumpable (so no process of the
-sandbox can read or write its memory or take its file descriptors), and serves ``fork``
-requests (JSON) on the control socket: each forks one **student process**, whose end of a
-fresh socket pair goes back to the grader (``SCM_RIGHTS``). While it runs, the server
-watches its memory (every process of the sandbox and the tmpfs folders together) and
-kills it when asked or over the limit; when it ends, the server kills every other
-process of the namespace, wipes the writable folders, and reports how it ended and
-whether the sandbox is clean. A sandbox that is not clean is restarted by the grader.
+:mod:`grading.sandbox` starts ``python grading/student.py`` as PID 1 of the sandbox's PID
+namespace. It imports the heavy modules and builds an IPython shell once (about two seconds a
+notebook saved), makes itself non-dumpable (no process of the sandbox can read its memory or take
+its file descriptors), and serves ``fork`` requests (JSON) on the control socket: each forks one
+student process, whose end of a fresh socket pair goes to the grader (``SCM_RIGHTS``). While the
+student runs, the server watches the memory of every process and of the tmpfs folders together,
+and kills it when asked or over the limit; then it kills every other process, wipes the writable
+folders and reports how the student's process ended and whether the sandbox is clean (a sandbox
+that is not clean is replaced by the grader).
 
-The student process installs a seccomp filter (no ptrace, no reading other processes'
-memory, no taking their file descriptors, no namespaces, mounts or System V IPC), then
-runs the student's cells in an IPython shell and answers ``run_cell``/``call``/
-``report`` requests. Everything it sends back goes through :func:`grading.wire.encode`:
-data, or handles. Its observations (replaced library functions, IPython hooks, file and
-network access, environment probes) are for the integrity report only. The shell and
-:class:`Capture` are used by the grader's own process too.
+The student's process installs a seccomp filter (no ptrace, no other process's memory or file
+descriptors, no namespaces, mounts or System V IPC), runs the student's cells in the shell, and
+answers ``run_cell``, ``call`` and ``report`` requests. Everything it sends goes through
+:func:`grading.wire.encode`: data, or handles. What it observes (replaced library functions,
+IPython hooks, files, network, processes, in-place changes to a test's arrays) goes to the
+integrity report only. The shell and :class:`Capture` serve the grader's process too.
 """
 
 from __future__ import annotations
@@ -40,26 +38,25 @@ import zlib
 
 WORK = "/scratch"  # the student's scratch folder inside the sandbox (a tmpfs)
 WRITABLE = ("/scratch", "/tmp")
-STUDENT_CELL = "<student cell "  # code objects of the student's cells are named "<student cell fit>"
-COURSE_CELL = "<course cell "  # instructor cells (setup, data) that also run here
-TEST_CELL = "<test cell "  # the grader's test cells (helpers defined there may be shipped here)
+STUDENT_CELL, COURSE_CELL, TEST_CELL = "<student cell ", "<course cell ", "<test cell "  # code object names
+CANNOT_VOUCH = "so the rule cannot vouch for it"
 
-# --------------------------------------------------------------------------- fork server
+# --------------------------------------------------------------------------- the fork server (PID 1)
 
 
 def main() -> None:
-    control_fd, preload, readonly = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    control_fd, preload, readonly = int(sys.argv[1]), sys.argv[2], sys.argv[3].split(os.pathsep)
     sys.dont_write_bytecode = True
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(signum, signal.SIG_DFL)  # PID 1 ignores signals it does not handle
-    _prctl(4, ctypes.c_ulong(0))  # PR_SET_DUMPABLE 0: no /proc/<pid>/mem, ptrace or pidfd_getfd on this process
+    _prctl(4, 0)  # PR_SET_DUMPABLE 0: no /proc/<pid>/mem, ptrace or pidfd_getfd on this process
     for module in filter(None, preload.split(",")):
         try:
             __import__(module)
-        except Exception as error:  # a missing optional module is not fatal for the server
+        except Exception as error:  # a missing optional module is not fatal
             print(f"grading.student: could not preload {module}: {error}", file=sys.stderr)
     shell = make_shell()
-    trusted = tuple(filter(None, readonly.split(os.pathsep))) + ("/usr/", COURSE_CELL, TEST_CELL, "<frozen ")
+    trusted = tuple(filter(None, readonly)) + ("/usr/", COURSE_CELL, TEST_CELL, "<frozen ")
     from grading import wire
 
     control = socket.socket(fileno=control_fd)
@@ -70,15 +67,13 @@ def main() -> None:
             os._exit(0)
         if request.get("op") != "fork":
             continue
-        limits = request["limits"]
         ours, theirs = socket.socketpair()
         own_memory = _anonymous_bytes(os.getpid())
-        pid = os.fork()
-        if pid == 0:
+        if (pid := os.fork()) == 0:
             control.close()
             ours.close()
             try:
-                _student_main(theirs, limits, shell, trusted)
+                _student_main(theirs, request["limits"], shell, trusted)
             except BaseException:
                 traceback.print_exc()  # only visible with GRADING_DEBUG=1
                 os._exit(70)
@@ -86,22 +81,23 @@ def main() -> None:
         theirs.close()
         socket.send_fds(control, [b'{"pid": %d}' % pid], [ours.fileno()])
         ours.close()
-        status = _wait_for(pid, control, limits, own_memory)
-        clean = _kill_everything() and all(_wipe(folder, readonly.split(os.pathsep)) for folder in WRITABLE)
+        status = _wait_for(pid, control, request["limits"]["memory_bytes"], own_memory)
+        clean = _kill_everything() and all(_wipe(folder, readonly) for folder in WRITABLE)
         wire.send_json(control, {"exit": status, "clean": clean})
         if not clean:
             os._exit(3)  # the grader starts a fresh sandbox
 
 
-def _prctl(option: int, value) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(option, value, ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+def _prctl(option: int, value: int, pointer=None) -> None:
+    zero = ctypes.c_ulong(0)  # the kernel requires the unused arguments to be 0
+    if ctypes.CDLL(None, use_errno=True).prctl(option, ctypes.c_ulong(value), zero if pointer is None else pointer,
+                                               zero, zero) != 0:
         raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
 
 
-def _wait_for(pid: int, control: socket.socket, limits: dict, own_memory: int) -> str:
-    """Wait until the student's process ends, killing it when the grader asks or when the
-    sandbox's processes and tmpfs folders together use more memory than allowed."""
+def _wait_for(pid: int, control: socket.socket, memory_bytes: int, own_memory: int) -> str:
+    """Wait until the student's process ends; kill it when the grader asks (any byte on the control
+    socket, or its closing) or when the sandbox's processes and tmpfs folders use too much memory."""
     control.setblocking(False)
     checked = 0.0
     try:
@@ -112,33 +108,29 @@ def _wait_for(pid: int, control: socket.socket, limits: dict, own_memory: int) -
                 except ChildProcessError:
                     return "ended"
                 if done == pid:
-                    return _describe_status(status)
+                    number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+                    return (f"killed by signal {number} ({signal.Signals(number).name})" if number else
+                            f"exited with status {os.WEXITSTATUS(status)}")
                 if done == 0:
                     break
             try:
-                data = control.recv(1 << 16)
+                if control.recv(1 << 16) is not None:
+                    os.kill(pid, signal.SIGKILL)
             except BlockingIOError:
-                data = None
-            if data is not None:  # a kill request, or the grader went away
-                os.kill(pid, signal.SIGKILL)
+                pass
             if time.monotonic() - checked > 0.05:
                 checked = time.monotonic()
-                used = _sandbox_memory(own_memory)
-                if used > limits["memory_bytes"]:
+                used = sum(max(0, _anonymous_bytes(int(p)) - own_memory) for p in os.listdir("/proc")
+                           if p.isdigit() and p != "1")
+                used += sum((s.f_blocks - s.f_bfree) * s.f_frsize for s in map(os.statvfs, WRITABLE))
+                if used > memory_bytes:
                     os.kill(-1, signal.SIGKILL)
                     os.waitpid(pid, 0)
-                    return (f"killed: its processes and files used {used / 2**20:.0f} MB of memory, over the "
-                            f"limit of {limits['memory_bytes'] / 2**20:.0f} MB")
+                    return (f"killed: its processes and files used {used / 2**20:.0f} MB of memory, over the limit "
+                            f"of {memory_bytes / 2**20:.0f} MB")
             time.sleep(0.005)
     finally:
         control.setblocking(True)
-
-
-def _describe_status(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        number = os.WTERMSIG(status)
-        return f"killed by signal {number} ({signal.Signals(number).name})"
-    return f"exited with status {os.WEXITSTATUS(status)}"
 
 
 def _anonymous_bytes(pid: int) -> int:
@@ -151,18 +143,6 @@ def _anonymous_bytes(pid: int) -> int:
         return 0
 
 
-def _sandbox_memory(own_memory: int) -> int:
-    """Memory that the student's processes added to the server's, plus the tmpfs folders' contents."""
-    total = 0
-    for name in os.listdir("/proc"):
-        if name.isdigit() and name != "1":
-            total += max(0, _anonymous_bytes(int(name)) - own_memory)
-    for folder in WRITABLE:
-        info = os.statvfs(folder)
-        total += (info.f_blocks - info.f_bfree) * info.f_frsize
-    return total
-
-
 def _kill_everything() -> bool:
     """Kill every process of the sandbox but this one (PID 1); True when none is left."""
     deadline = time.monotonic() + 5
@@ -171,12 +151,11 @@ def _kill_everything() -> bool:
             os.kill(-1, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        while True:
-            try:
-                if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                    break
-            except ChildProcessError:
-                break
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0] != 0:
+                pass
+        except ChildProcessError:
+            pass
         if not [p for p in os.listdir("/proc") if p.isdigit() and p != "1"]:
             return True
         time.sleep(0.01)
@@ -184,11 +163,8 @@ def _kill_everything() -> bool:
 
 
 def _wipe(folder: str, mounted: list[str]) -> bool:
-    """Delete everything in ``folder`` but the read-only mounts in it; True when that worked.
-
-    Folders are made writable before they are emptied (a student may have made them
-    read-only), symbolic links are removed, never followed.
-    """
+    """Delete everything in ``folder`` but the read-only mounts in it; True when that worked. Folders
+    are made writable first (a student may have made them read-only); links are removed, never followed."""
     deadline = time.monotonic() + 30
     try:
         os.chmod(folder, 0o755)
@@ -208,12 +184,10 @@ def _wipe(folder: str, mounted: list[str]) -> bool:
                     os.rmdir(path)
                 elif stat.S_ISDIR(os.lstat(path).st_mode):
                     os.chmod(path, 0o700)
-                    stack.append((path, True))
-                    stack.extend((child.path, False) for child in os.scandir(path))
+                    stack += [(path, True)] + [(child.path, False) for child in os.scandir(path)]
                 else:
                     os.unlink(path)
-        left = {e.path for e in os.scandir(folder)}
-        return all(p in mounted or any(m.startswith(p + "/") for m in mounted) for p in left)
+        return all(e.path in mounted or any(m.startswith(e.path + "/") for m in mounted) for e in os.scandir(folder))
     except OSError:
         return False
 
@@ -234,8 +208,8 @@ _DENIED = {
 
 
 def install_seccomp() -> bool:
-    """Deny the :data:`_DENIED` system calls (EPERM) to this process and its children; False
-    on an architecture without a table."""
+    """Deny the :data:`_DENIED` system calls (EPERM) to this process and its children; False on an
+    architecture without a table."""
     arch, numbers = _DENIED.get(platform.machine(), (None, None))
     if arch is None:
         return False
@@ -246,29 +220,23 @@ def install_seccomp() -> bool:
 
     program = [op(0x20, 4), op(0x15, arch, 1, 0), op(0x06, eperm), op(0x20, 0)]  # load arch, check, load nr
     if arch == 0xC000003E:
-        program.append(op(0x35, 0x40000000, 0, 1))  # x32 system calls: denied
-        program.append(op(0x06, eperm))
+        program += [op(0x35, 0x40000000, 0, 1), op(0x06, eperm)]  # x32 system calls: denied
     for number in numbers:
         program += [op(0x15, number, 0, 1), op(0x06, eperm)]
     program.append(op(0x06, allow))
-    code = b"".join(program)
-    buffer = ctypes.create_string_buffer(code)
+    buffer = ctypes.create_string_buffer(b"".join(program))
 
     class Program(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
-    fprog = Program(len(program), ctypes.addressof(buffer))
-    _prctl(38, ctypes.c_ulong(1))  # PR_SET_NO_NEW_PRIVS
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(22, ctypes.c_ulong(2), ctypes.byref(fprog), ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
-        raise OSError(ctypes.get_errno(), "the seccomp filter was refused")  # PR_SET_SECCOMP, MODE_FILTER
+    _prctl(38, 1)  # PR_SET_NO_NEW_PRIVS
+    _prctl(22, 2, ctypes.byref(Program(len(program), ctypes.addressof(buffer))))  # PR_SET_SECCOMP, MODE_FILTER
     return True
 
 
 def _student_main(sock: socket.socket, limits: dict, shell, trusted: tuple[str, ...]) -> None:
-    keep = sock.fileno()
     for fd in map(int, os.listdir("/proc/self/fd")):  # only its own socket: nothing of the server's
-        if fd > 2 and fd != keep:
+        if fd > 2 and fd != sock.fileno():
             try:
                 os.close(fd)
             except OSError:
@@ -277,30 +245,24 @@ def _student_main(sock: socket.socket, limits: dict, shell, trusted: tuple[str, 
     for fd in (0, 1) if os.environ.get("GRADING_DEBUG") else (0, 1, 2):  # raw writes go nowhere
         os.dup2(null, fd)
     os.close(null)
-    _set_limits(limits)
+    with open("/proc/self/statm") as statm:  # memory, processes, file size: enforced by the kernel from here on
+        memory = int(statm.read().split()[0]) * resource.getpagesize() + int(limits["memory_bytes"])
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"], limits["processes"]))  # in this user namespace
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits["disk_bytes"], limits["disk_bytes"]))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     os.chdir(WORK)
     sys.path.insert(0, WORK)  # as in Jupyter, the working folder is importable
     install_seccomp()
     StudentProcess(sock, limits, shell, trusted).serve()
 
 
-def _set_limits(limits: dict) -> None:
-    """Memory, processes, file size: enforced by the kernel from here on."""
-    with open("/proc/self/statm") as statm:
-        mapped = int(statm.read().split()[0]) * resource.getpagesize()
-    memory = mapped + int(limits["memory_bytes"])
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    # RLIMIT_NPROC counts processes and threads of this user in the sandbox's user namespace
-    resource.setrlimit(resource.RLIMIT_NPROC, (limits["processes"], limits["processes"]))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limits["disk_bytes"], limits["disk_bytes"]))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-AUDITED = frozenset({
-    "open", "socket.connect", "socket.bind", "socket.getaddrinfo", "os.fork", "os.forkpty", "os.posix_spawn",
-    "subprocess.Popen", "os.system", "os.exec", "os.listdir", "os.scandir", "os.remove", "os.rename",
-    "os.chdir", "sqlite3.connect", "sys.settrace", "sys.setprofile",
-})
+AUDITED = {"open": "grader-files", "os.listdir": "grader-files", "os.scandir": "grader-files",
+           "os.remove": "grader-files", "os.rename": "grader-files", "os.chdir": "grader-files",
+           "sqlite3.connect": "grader-files", "socket.connect": "network", "socket.bind": "network",
+           "socket.getaddrinfo": "network", "os.fork": "resource-abuse", "os.forkpty": "resource-abuse",
+           "os.posix_spawn": "resource-abuse", "subprocess.Popen": "resource-abuse", "os.system": "resource-abuse",
+           "os.exec": "resource-abuse", "sys.settrace": "monkeypatch", "sys.setprofile": "monkeypatch"}
 
 
 class StudentProcess:
@@ -316,13 +278,9 @@ class StudentProcess:
         self.library = LibraryWatch()
         self.readable = tuple({WORK, "/tmp", "/dev/", "/usr/", "/proc/self/", sys.prefix, sys.base_prefix,
                                *(p for p in sys.path if p.startswith("/"))})
-        self.hooks_before = _hook_state(shell)
-        sys.addaudithook(self._audit)
-        # a process the student's code forks must not answer the grader in its parent's place
-        os.register_at_fork(after_in_child=self.sock.close)
-        os.environ = _RecordingEnviron(os.environ, self._environ_read)  # noqa: B003 (reads are recorded)
-
-    # ---- observations (for the integrity report only)
+        self.hooks_before = _hooks(shell)
+        sys.addaudithook(self.audit)
+        os.register_at_fork(after_in_child=self.sock.close)  # a child must not answer the grader in its place
 
     def observe(self, vector: str, detail: str) -> None:
         if all((v, d) != (vector, detail) for v, _, d in self.observations) and len(self.observations) < 200:
@@ -331,60 +289,49 @@ class StudentProcess:
     def is_student_code(self, code) -> bool:
         return not code.co_filename.startswith(self.trusted)
 
-    def student_on_stack(self, frame) -> bool:
-        while frame is not None:
+    def student_on_stack(self, frame, near: bool = False) -> bool:
+        """Is the student's code a caller of ``frame``? ``near``: within 12 frames, not through an import
+        (what the student's code itself does)."""
+        count = 0
+        while frame is not None and not (near and (count == 12 or frame.f_code.co_filename.startswith(
+                "<frozen importlib"))):
             if self.is_student_code(frame.f_code):
                 return True
-            frame = frame.f_back
+            frame, count = frame.f_back, count + 1
         return False
 
-    def caused_by_student(self, frame) -> bool:
-        """Is the student's code a near caller (not through an import) of what ``frame`` runs?"""
-        for _ in range(12):
-            if frame is None or frame.f_code.co_filename.startswith("<frozen importlib"):
-                return False
-            if self.is_student_code(frame.f_code):
-                return True
-            frame = frame.f_back
-        return False
-
-    def _audit(self, event: str, args) -> None:
-        if event not in AUDITED or not self.caused_by_student(sys._getframe(1)):
+    def audit(self, event: str, args) -> None:
+        vector = AUDITED.get(event)
+        if vector is None or not self.student_on_stack(sys._getframe(1), near=True):
             return
         if event == "open":
-            path = args[0]
-            if isinstance(path, (str, bytes)) and not os.fsdecode(path).startswith(self.readable):
-                self.observe("grader-files", f"opens {os.fsdecode(path)!r}")
-        elif event in ("socket.connect", "socket.bind", "socket.getaddrinfo"):
-            self.observe("network", f"{event} {args[1:] if event != 'socket.getaddrinfo' else args[:2]!r}")
-        elif event in ("os.fork", "os.forkpty", "os.posix_spawn", "subprocess.Popen", "os.system", "os.exec"):
-            self.observe("resource-abuse", f"starts a process ({event})")
-        elif event in ("os.listdir", "os.scandir", "os.remove", "os.rename", "os.chdir", "sqlite3.connect"):
-            self.observe("grader-files", f"{event} {args[0]!r}")
-        else:  # a tracer or profiler: it would also switch off the grader's watch of forbidden operations
-            self.observe("monkeypatch", f"installs a tracer ({event})")
+            if isinstance(args[0], (str, bytes)) and not os.fsdecode(args[0]).startswith(self.readable):
+                self.observe(vector, f"opens {os.fsdecode(args[0])!r}")
+        elif vector == "monkeypatch":  # a tracer or profiler would also switch off the watch of forbidden operations
+            self.observe(vector, f"installs a tracer ({event})")
             if self.watch is not None:
-                self.watch.hit(f"{event}, which switches off the grader's watch ({_CANNOT_VOUCH})")
+                self.watch.hit(f"{event}, which switches off the grader's watch ({CANNOT_VOUCH})")
+        elif vector == "resource-abuse":
+            self.observe(vector, f"starts a process ({event})")
+        elif vector == "network":
+            self.observe(vector, f"{event} {args[:2] if event == 'socket.getaddrinfo' else args[1:]!r}")
+        else:
+            self.observe(vector, f"{event} {args[0]!r}")
 
-    def _environ_read(self, key) -> None:
-        if self.caused_by_student(sys._getframe(1)):
-            self.observe("grader-detection", f"reads the environment variable {key!r}")
-
-    def _observe_error(self, error: BaseException | None) -> None:
+    def check_tampering(self, error: BaseException | None = None) -> None:
         if isinstance(error, SystemExit):
             self.observe("process-exit", "raises SystemExit (sys.exit)")
         elif isinstance(error, MemoryError):
             self.observe("resource-abuse", "runs out of memory (the grader's limit)")
         elif isinstance(error, BlockingIOError | PermissionError) and "fork" in str(error).lower():
             self.observe("resource-abuse", "hits the limit on processes")
-
-    def _check_tampering(self) -> None:
         for detail in self.library.changes():
             self.observe("monkeypatch", detail)
-        for detail in _hook_changes(self.shell, self.hooks_before):
-            self.observe("ipython-hooks", detail)
-
-    # ---- requests
+        now = _hooks(self.shell)
+        for name, items in now.items():
+            before = self.hooks_before[name]
+            if len(items) != len(before) or any(a is not b for a, b in zip(items, before, strict=True)):
+                self.observe("ipython-hooks", f"changes IPython's {name}")
 
     def serve(self) -> None:
         from grading import wire
@@ -398,74 +345,65 @@ class StudentProcess:
             except BaseException as error:  # a request that cannot be loaded (a NameError, say)
                 reply, mode = {"status": "error", **_error_dict(error)}, "auto"
             try:
-                data = wire.encode(reply, self._keep, mode)
+                data = wire.encode(reply, self.keep, mode)
             except BaseException as error:  # a result that cannot be sent (too large, too deep, not data)
                 data = wire.encode({"status": "error", **_error_dict(error), "outputs": reply.get("outputs", [])},
-                                   self._keep)
+                                   self.keep)
             wire.send_bytes(self.sock, data)
 
-    def _keep(self, obj) -> int:
-        number = len(self.handles) + 1
-        self.handles[number] = obj
-        return number
+    def keep(self, obj) -> int:
+        self.handles[len(self.handles) + 1] = obj
+        return len(self.handles)
 
     def op_run_cell(self, request: dict) -> tuple[dict, str]:
-        self.current = request["label"]
-        before = dict(self.shell.user_ns)
+        from grading import wire
+
+        self.current, before = request["label"], dict(self.shell.user_ns)
         with Capture(self.shell, self.budget) as captured:
             self.shell.code_name = f"{STUDENT_CELL if request['owned'] else COURSE_CELL}{request['label']}>"
             result = self.shell.run_cell(request["source"], store_history=False)
         self.budget -= captured.size
         error = result.error_before_exec or result.error_in_exec
-        self._observe_error(error)
-        self._check_tampering()
+        self.check_tampering(error)
         if captured.cut:
             self.observe("huge-output", f"the outputs are over the limit of {captured.limit} bytes and were cut")
-        from grading import wire
-
-        defined, values = [], {}
-        for name, value in self.shell.user_ns.items():
-            if not name.startswith("_") and not (name in before and before[name] is value):
-                defined.append(name)
-        for name in request.get("exports", []):
-            if name in self.shell.user_ns:
-                try:  # a plain value (a constant the exercise asks for) is sent as data
-                    wire.encode({"v": self.shell.user_ns[name]}, None)
-                    values[name] = self.shell.user_ns[name]
-                except BaseException:
-                    pass
+        values = {}
+        for name in request.get("exports", []):  # a plain value (a constant the exercise asks for) is sent as data
+            try:
+                wire.encode({"v": self.shell.user_ns[name]}, None)
+                values[name] = self.shell.user_ns[name]
+            except BaseException:
+                pass
+        defined = [n for n, v in self.shell.user_ns.items() if not n.startswith("_") and before.get(n, self) is not v]
         return {"status": "error" if error else "ok", "outputs": captured.outputs(), "defined": defined,
                 "values": values}, "auto"
 
     def op_call(self, request: dict) -> tuple[dict, str]:
         function, args, kwargs = request["payload"]
-        self.current = request["label"]
-        if request.get("trusted"):
-            for detail in self.library.restore():
-                self.observe("monkeypatch", detail)
+        self.current, trusted = request["label"], request.get("trusted")
+        for detail in self.library.restore() if trusted else []:  # the grader's code sees the libraries as they were
+            self.observe("monkeypatch", detail)
         self.watch = Watch(self, request.get("watch") or [])
         kept = {id(obj) for obj in self.handles.values()}  # the student's own objects may change in place
-        before = {} if request.get("trusted") else _fingerprints((args, kwargs), kept)
+        before, error = {} if trusted else _fingerprints((args, kwargs), kept), None
         with Capture(self.shell, self.budget) as captured, self.watch:
             try:
                 reply = {"status": "ok", "result": function(*args, **kwargs)}
-            except BaseException as error:  # SystemExit and KeyboardInterrupt included
-                self._observe_error(error)
-                reply = {"status": "error", **_error_dict(error)}
+            except BaseException as caught:  # SystemExit and KeyboardInterrupt included
+                error, reply = caught, {"status": "error", **_error_dict(caught)}
         self.budget -= captured.size
         if before and before != _fingerprints((args, kwargs), kept):
             self.observe("inputs-changed", "changes the arrays a test gives it, in place (the test's own are not)")
         if self.watch.uses:
             reply["forbidden"] = self.watch.uses
         self.watch = None
-        self._check_tampering()
+        self.check_tampering(error)
         if captured.cut:
             self.observe("huge-output", f"the output of a call is over the limit of {captured.limit} bytes")
-        reply["outputs"] = captured.outputs()
-        return reply, request.get("mode", "auto")
+        return {**reply, "outputs": captured.outputs()}, request.get("mode", "auto")
 
     def op_report(self, request: dict) -> tuple[dict, str]:
-        self._check_tampering()
+        self.check_tampering()
         return {"status": "ok", "observations": [list(o) for o in self.observations]}, "auto"
 
 
@@ -478,25 +416,19 @@ class _Unpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         kind, key = pid
-        if kind == "name":
-            if key not in self.process.shell.user_ns:
-                raise NameError(f"name {key!r} is not defined in your notebook")
-            return self.process.shell.user_ns[key]
-        return self.process.handles[key]
-
-
-_CANNOT_VOUCH = "so the rule cannot vouch for it"
+        if kind == "name" and key not in self.process.shell.user_ns:
+            raise NameError(f"name {key!r} is not defined in your notebook")
+        return self.process.shell.user_ns[key] if kind == "name" else self.process.handles[key]
 
 
 class Watch:
     """Watches a call of an exercise that ``integrity.toml`` restricts, for the operations it forbids.
 
-    ``rules`` is a list of ``{"exercise", "words", "modules"}``. A use is any library function
-    (Python or C) whose name is a forbidden word, called while the student's code is on the
-    stack, and any function of a forbidden module called directly from the student's code
-    (a cell, a file it wrote, code it built). It catches what a static rule cannot see: a
-    function redefined in a later cell, names reached through ``getattr`` chains, containers
-    or module attributes, helper files written and imported at run time, ``torch.ops.aten``.
+    ``rules``: ``{"exercise", "words", "modules"}`` each. A use is any library function (Python or
+    C) whose name is a forbidden word, called while the student's code is on the stack, and any
+    function of a forbidden module called directly from the student's code (a cell, a file it
+    wrote, code it built). So it sees what a static rule cannot: a function redefined in a later
+    cell, ``getattr`` chains, containers, module attributes, helper files, ``torch.ops.aten``.
     """
 
     def __init__(self, process: StudentProcess, rules: list[dict]):
@@ -512,7 +444,7 @@ class Watch:
     def __exit__(self, *exc):
         if self.rules:
             if threading._profile_hook != self.profile:  # noqa: SLF001 (a bound method: equal, not identical)
-                self.hit(f"threading.setprofile, which switches off the grader's watch ({_CANNOT_VOUCH})")
+                self.hit(f"threading.setprofile, which switches off the grader's watch ({CANNOT_VOUCH})")
             sys.setprofile(None)
             threading.setprofile(None)
         return False
@@ -527,11 +459,8 @@ class Watch:
         if event == "c_call":
             name, module = getattr(arg, "__name__", ""), getattr(arg, "__module__", None) or ""
             direct = self.process.is_student_code(frame.f_code)
-        elif event == "call":
-            code = frame.f_code
-            if self.process.is_student_code(code):
-                return
-            name, module = code.co_name, str(frame.f_globals.get("__name__", ""))
+        elif event == "call" and not self.process.is_student_code(frame.f_code):
+            name, module = frame.f_code.co_name, str(frame.f_globals.get("__name__", ""))
             direct = frame.f_back is not None and self.process.is_student_code(frame.f_back.f_code)
             frame = frame.f_back
         else:
@@ -545,7 +474,7 @@ class Watch:
 
 
 def _fingerprints(value, kept: set[int], depth: int = 3) -> dict[int, int]:
-    """A checksum of each array and tensor in ``value`` (lists, tuples and dicts are looked into)."""
+    """A checksum of each array and tensor in ``value`` (lists, tuples and dicts looked into)."""
     np, torch = sys.modules.get("numpy"), sys.modules.get("torch")
     found = {}
 
@@ -557,11 +486,8 @@ def _fingerprints(value, kept: set[int], depth: int = 3) -> dict[int, int]:
             found[id(item)] = zlib.crc32(np.ascontiguousarray(item).tobytes())
         elif torch is not None and kind is torch.Tensor and item.layout == torch.strided and not item.is_meta:
             found[id(item)] = zlib.crc32(item.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
-        elif level and kind in (list, tuple):
-            for element in item:
-                walk(element, level - 1)
-        elif level and kind is dict:
-            for element in item.values():
+        elif level and kind in (list, tuple, dict):
+            for element in item.values() if kind is dict else item:
                 walk(element, level - 1)
 
     walk(value, depth)
@@ -588,9 +514,11 @@ def _safe_str(value) -> str:
 
 # --------------------------------------------------------------------------- the shell and its outputs
 
+_SHELL = None
+
 
 def make_shell():
-    """The process's IPython shell (made once): its tracebacks, displays and last values go to the
+    """The process's IPython shell (made once): tracebacks, displays and last values go to the
     :class:`Capture` in force, as nbformat outputs; code objects are named ``shell.code_name``."""
     global _SHELL
     if _SHELL is not None:
@@ -623,10 +551,7 @@ def make_shell():
             pass
 
     class Shell(InteractiveShell):
-        displayhook_class = LastValue
-        display_pub_class = Publisher
-        capture = None
-        code_name = "<cell>"
+        displayhook_class, display_pub_class, capture, code_name = LastValue, Publisher, None, "<cell>"
 
         def _showtraceback(self, etype, evalue, stb):
             if self.capture is not None:
@@ -637,21 +562,17 @@ def make_shell():
     config.HistoryManager.enabled = False
     config.InteractiveShell.colors = "nocolor"
     config.InteractiveShell.cache_size = 0
-    shell = Shell.instance(config=config)
-    shell.compile.get_code_name = lambda raw_code, transformed_code, number: shell.code_name
-    _SHELL = shell
-    return shell
-
-
-_SHELL = None
+    _SHELL = Shell.instance(config=config)
+    _SHELL.compile.get_code_name = lambda raw_code, transformed_code, number: _SHELL.code_name
+    return _SHELL
 
 
 class Capture:
     """The outputs of one cell or call, in order, as nbformat output dicts, within ``limit`` bytes.
 
-    stdout and stderr are replaced while it is in force; displays, last values and errors
-    arrive through the shell (:func:`make_shell`). What is over the limit is dropped and
-    counted, and one note says so.
+    While it is in force it is ``sys.stdout`` and ``sys.stderr`` (each a :meth:`stream`), and the
+    shell sends it displays, last values and errors. What is over the limit is dropped and counted,
+    and one note says so; errors and some stderr (what grades are made of) are always kept.
     """
 
     def __init__(self, shell, limit: int):
@@ -659,8 +580,7 @@ class Capture:
 
     def __enter__(self):
         self.saved = sys.stdout, sys.stderr, self.shell.capture
-        sys.stdout, sys.stderr = _Stream(self, "stdout"), _Stream(self, "stderr")
-        self.shell.capture = self
+        sys.stdout, sys.stderr, self.shell.capture = _Stream(self, "stdout"), _Stream(self, "stderr"), self
         return self
 
     def __exit__(self, *exc):
@@ -670,9 +590,7 @@ class Capture:
     def add(self, output: dict) -> None:
         size = _size(output)
         if output["output_type"] in ("error", "execute_result"):  # what grades are made of: always kept, short
-            for key in ("evalue", "traceback", "data"):
-                if key in output:
-                    output[key] = _shortened(output[key])
+            output.update({k: _shortened(output[k]) for k in ("evalue", "traceback", "data") if k in output})
         elif self.size + size > self.limit:
             self.cut += size
             return
@@ -680,40 +598,21 @@ class Capture:
         self.items.append(output)
 
     def write(self, name: str, text: str) -> None:
-        room = self.limit - self.size
-        kept = text[:max(room, 0)]
+        kept = text[:max(self.limit - self.size, 0)]
         if not kept and name == "stderr" and not any(o.get("name") == "stderr" for o in self.items):
             kept = text[:200]  # output on stderr costs a test its points: some of it always stays
         self.cut += len(text) - len(kept)
         self.size += len(kept)
-        if not kept:
-            return
-        last = self.items[-1] if self.items else None
-        if last is not None and last["output_type"] == "stream" and last["name"] == name:
+        last = self.items[-1] if self.items else {}
+        if kept and last.get("output_type") == "stream" and last["name"] == name:
             last["text"] += kept
-        else:
+        elif kept:
             self.items.append({"output_type": "stream", "name": name, "text": kept})
 
     def outputs(self) -> list[dict]:
-        note = [{"output_type": "stream", "name": "stdout",
-                 "text": f"\n[{self.cut} more characters of output were cut: over the grader's limit]\n"}]
-        return self.items + (note if self.cut else [])
-
-
-def _shortened(value, limit: int = 4000):
-    """A string, list of strings or mime bundle, cut to about ``limit`` characters each."""
-    if isinstance(value, str):
-        return value if len(value) <= limit else value[:limit] + f"... [{len(value) - limit} characters cut]"
-    if isinstance(value, list):
-        return [_shortened(v, limit) for v in value[-30:]]
-    if isinstance(value, dict):
-        return {k: _shortened(v, limit) for k, v in value.items() if isinstance(v, str)}
-    return value
-
-
-def _size(output: dict) -> int:
-    return sum(len(v) if isinstance(v, str) else _size(v) if isinstance(v, dict) else len(str(v))
-               for v in output.values())
+        note = {"output_type": "stream", "name": "stdout",
+                "text": f"\n[{self.cut} more characters of output were cut: over the grader's limit]\n"}
+        return self.items + [note] * bool(self.cut)
 
 
 class _Stream(io.TextIOBase):
@@ -730,6 +629,22 @@ class _Stream(io.TextIOBase):
         return len(text)
 
 
+def _size(output: dict) -> int:
+    return sum(len(v) if isinstance(v, str) else _size(v) if isinstance(v, dict) else len(str(v))
+               for v in output.values())
+
+
+def _shortened(value, limit: int = 4000):
+    """A string, list of strings or mime bundle, cut to about ``limit`` characters each."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + f"... [{len(value) - limit} characters cut]"
+    if isinstance(value, list):
+        return [_shortened(v, limit) for v in value[-30:]]
+    if isinstance(value, dict):
+        return {k: _shortened(v, limit) for k, v in value.items() if isinstance(v, str)}
+    return value
+
+
 # --------------------------------------------------------------------------- tampering, observed
 
 WATCHED_MODULES = ("builtins", "copy", "operator", "math", "numpy", "numpy.testing", "numpy.linalg", "torch",
@@ -742,12 +657,10 @@ class LibraryWatch:
     says which were replaced, and puts them back before the grader's own code runs here."""
 
     def __init__(self):
-        self.snapshot = {}
-        for name, namespace in self._namespaces():
-            self.snapshot[name] = dict(vars(namespace))
+        self.snapshot = {name: dict(vars(namespace)) for name, namespace in self.namespaces()}
 
     @staticmethod
-    def _namespaces():
+    def namespaces():
         for name in WATCHED_MODULES:
             if name in sys.modules:
                 yield name, sys.modules[name]
@@ -756,70 +669,35 @@ class LibraryWatch:
             if module is not None and isinstance(vars(module).get(class_name), type):
                 yield f"{module_name}.{class_name}", vars(module)[class_name]
 
-    def _replaced(self):
-        for name, namespace in self._namespaces():
+    def replaced(self):
+        """(name, namespace, attribute, the original, whether the new value merely wraps it), for each
+        replaced function (torch wraps some of its own functions on first use)."""
+        for name, namespace in self.namespaces():
             now = vars(namespace)
             for attribute, value in self.snapshot.get(name, {}).items():
                 if attribute.startswith("__") and attribute not in ("__eq__", "__ne__", "__bool__", "__import__"):
                     continue
                 if now.get(attribute, value) is not value:
-                    yield name, namespace, attribute, value
-
-    @staticmethod
-    def _wraps(namespace, attribute, value) -> bool:
-        """A wrapper around the original (torch wraps some of its own functions on first use)."""
-        return getattr(vars(namespace).get(attribute), "__wrapped__", None) is value
+                    yield name, namespace, attribute, value, getattr(now.get(attribute), "__wrapped__", None) is value
 
     def changes(self) -> list[str]:
-        return [f"{name}.{attribute} was replaced" for name, namespace, attribute, value in self._replaced()
-                if not self._wraps(namespace, attribute, value)]
+        return [f"{name}.{attribute} was replaced" for name, _, attribute, _, wraps in self.replaced() if not wraps]
 
     def restore(self) -> list[str]:
         restored = []
-        for name, namespace, attribute, value in list(self._replaced()):
-            wrapper = self._wraps(namespace, attribute, value)
+        for name, namespace, attribute, value, wraps in list(self.replaced()):
             try:
                 setattr(namespace, attribute, value)
-                if not wrapper:
-                    restored.append(f"{name}.{attribute} was replaced (put back before the grader's checks)")
+                restored += [] if wraps else [f"{name}.{attribute} was replaced (put back before the grader's checks)"]
             except (AttributeError, TypeError):
                 restored.append(f"{name}.{attribute} was replaced and could not be put back")
         return restored
 
 
-def _hook_state(shell) -> dict:
-    return {
-        "input transformers": list(shell.input_transformers_cleanup) + list(shell.input_transformers_post),
-        "AST transformers": list(shell.ast_transformers),
-        "custom exception handlers": list(shell.custom_exceptions),
-        "sys.excepthook": [sys.excepthook],
-    }
-
-
-def _hook_changes(shell, before: dict) -> list[str]:
-    now = _hook_state(shell)
-    return [f"changes IPython's {name}" for name, items in now.items()
-            if len(items) != len(before[name]) or any(a is not b for a, b in zip(items, before[name], strict=True))]
-
-
-class _RecordingEnviron(dict):
-    """``os.environ`` for the student's process: reads from the student's code are recorded."""
-
-    def __init__(self, environ, record):
-        super().__init__(environ)
-        self._record = record
-
-    def __getitem__(self, key):
-        self._record(key)
-        return super().__getitem__(key)
-
-    def get(self, key, default=None):
-        self._record(key)
-        return super().get(key, default)
-
-    def __contains__(self, key):
-        self._record(key)
-        return super().__contains__(key)
+def _hooks(shell) -> dict:
+    return {"input transformers": list(shell.input_transformers_cleanup) + list(shell.input_transformers_post),
+            "AST transformers": list(shell.ast_transformers), "custom exception handlers": list(shell.custom_exceptions),
+            "sys.excepthook": [sys.excepthook]}
 
 
 if __name__ == "__main__":
