@@ -187,7 +187,7 @@ def phase_speed(c: Check, workload: str) -> None:
     if out.exists():
         res = json.loads(out.read_text())
         record["file"] = out.name
-        for k in ("baseline_s", "dlvision_s", "speedup", "baseline_acc", "dlvision_acc", "dlvision_epoch_s",
+        for k in ("baseline_s", "dlvision_s", "speedup", "speedup_last_epoch", "baseline_acc", "dlvision_acc", "dlvision_epoch_s",
                   "dlvision_images_per_s", "dlvision_precision", "target", "meets_target", "full_size"):  # fmt: skip
             if k in res:
                 record[k] = res[k]
@@ -229,7 +229,7 @@ def test_commands(c: Check) -> list[tuple[str, list[str], dict]]:
     env = dict(c.env, DLVISION_PROFILE="quick", CUBLAS_WORKSPACE_CONFIG=":4096:8")
     passes = []
     if _has(c, "pytest"):
-        base = [sys.executable, "-m", "pytest", "--noconftest", "-p", "no:cacheprovider", "-o", "addopts=", "-q", "-rfEs"]
+        base = [sys.executable, "-m", "pytest", "--noconftest", "-p", "no:cacheprovider", "-o", "addopts=", "-q", "-rA"]
         if _has(c, "pytest_timeout"):
             base += ["--timeout", "300"]
         junit = c.scratch / "junit-gpu.xml"
@@ -250,7 +250,13 @@ def collect_tests(c: Check, results: list[dict]) -> None:
         if r["command"][1:2] == ["-m"]:
             junit = next(a.split("=", 1)[1] for a in r["command"] if a.startswith("--junitxml="))
             r["tests"] = _junit(Path(junit))
+            if not r["tests"]:  # no XML (a pass stopped by the budget): pytest's -rA lines so far
+                r["tests"] = [{"id": m.group(2), "outcome": m.group(1).lower(), "seconds": None, "message": (m.group(3) or "")[:600]}
+                              for m in re.finditer(r"^(PASSED|FAILED|ERROR|SKIPPED)\s+(\S+)(?: - (.*))?$",
+                                                   r.pop("output", ""), re.M)]  # fmt: skip
+            r.pop("output", None)
         else:
+            r.pop("output", None)
             path = c.scratch / "mini.json"
             r["tests"] = json.loads(path.read_text())["tests"] if path.exists() else []
         counts = {}
@@ -404,7 +410,7 @@ def finish_tests(c: Check, running_tests: list, t: float) -> None:
         tpass["log"].close()
         text = Path(tpass["log"].name).read_text()
         c.log.write(f"\n===== {tpass['name']} =====\n{text}")
-        results.append({"name": tpass["name"], "command": tpass["command"], "returncode": rc,
+        results.append({"name": tpass["name"], "command": tpass["command"], "returncode": rc, "output": text,
                         "seconds": round(time.perf_counter() - t0, 1), "output_tail": text.splitlines()[-15:]})  # fmt: skip
     if "tests" in c.skip:
         return
@@ -446,6 +452,42 @@ def group_records(c: Check, a: dict, killed: bool = False) -> list[dict]:
         out.append(rec)
         c.say(f"chapters: {p['page']}: {rec['status']}")
     return out
+
+
+def table(c: Check) -> str:
+    """The short table printed last (the device tool returns the end of the output)."""
+    lines = [f"== gpu_check on {c.device} ({c.summary['mode']}), {c.summary.get('elapsed_s', 0):.0f} s =="]
+    for w in ("lenet", "resnet"):
+        r = c.summary["phases"].get(f"speed-{w}")
+        if not r:
+            continue
+        if "speedup" in r:
+            lines.append(f"{w:6s} baseline {r['baseline_s']:7.2f} s  dlvision {r['dlvision_s']:7.2f} s  speedup "
+                         f"{r['speedup']:5.2f}x (last epoch {r.get('speedup_last_epoch')}x)  acc {r['baseline_acc']:.4f} / "
+                         f"{r['dlvision_acc']:.4f}  epochs {r.get('dlvision_epoch_s')} s  target met: {r.get('meets_target')}")  # fmt: skip
+        else:
+            lines.append(f"{w:6s} {r['status']}")
+        for name, v in r.get("variants", {}).items():
+            if "images_per_s" in v:
+                lines.append(f"    {name:18s} {v['images_per_s']:11,.0f} img/s  peak {v.get('peak_mb')} MiB  acc "
+                             f"{v['acc']:.4f}  equal to fp32: {v.get('acc_equal_fp32')}")  # fmt: skip
+            else:
+                lines.append(f"    {name:18s} {v.get('skipped') or v.get('error')}")
+        if r.get("mfu"):
+            m = r["mfu"]
+            lines.append(f"    MFU ({m.get('run')}): {m.get('achieved_tflops')} TFLOP/s = {m.get('mfu_datasheet')} of the "
+                         f"datasheet's {m.get('peak_tflops_datasheet')}, {m.get('mfu_measured')} of the measured "
+                         f"{m.get('peak_tflops_measured')}")  # fmt: skip
+    t = c.summary["phases"].get("tests")
+    if t:
+        lines.append(f"tests  {t['status']}: " + "; ".join(f"{k}: {v['counts']}" for k, v in t["passes"].items()))
+        lines += [f"    FAILED {f}" for f in t["failed"][:15]]
+    ch = c.summary["phases"].get("chapters")
+    if ch:
+        for page, p in ch.get("pages", {}).items():
+            lines.append(f"page   {page:26s} {p.get('cells_run')}/{p.get('cells_total')} cells  {p.get('status')}"
+                         + (f"  {p['error'][:100]}" if p.get("error") else ""))  # fmt: skip
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------- prepare
@@ -510,6 +552,9 @@ def main(argv=None) -> int:
         c.summary["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
         c.save()
         c.say(f"done in {time.perf_counter() - c.t0:.0f} s; files: {', '.join(files)}")
+        summary_table = table(c)
+        print(summary_table, flush=True)
+        c.log.write(summary_table + "\n")
         c.log.close()
         shutil.rmtree(c.scratch, ignore_errors=True)
     if len(files) > MAX_FILES:

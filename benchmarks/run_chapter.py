@@ -141,6 +141,8 @@ def install_shims(glued: dict, force: bool = False) -> list[str]:
         sys.modules["myst_nb"] = mod
         shimmed.append("myst_nb")
     if force or not _importable("IPython.display"):
+        for name in [n for n in sys.modules if n.split(".")[0] == "IPython"]:
+            del sys.modules[name]  # an IPython imported earlier in this process would hide the shim
         if not any(isinstance(f, _IPythonShim) for f in sys.meta_path):
             sys.meta_path.insert(0, _IPythonShim())  # made only when a page imports IPython
         shimmed.append("IPython")

@@ -355,6 +355,8 @@ def main(argv=None):
             "baseline_s": round(b, 2),
             "dlvision_s": round(d, 2),
             "speedup": round(b / d, 2),
+            # the last epoch of each: no start-up costs (cuDNN's benchmarks, the workers' first batches)
+            "speedup_last_epoch": round(runs["baseline"][-1]["epoch_s"][-1] / last["epoch_s"][-1], 2),
             "baseline_acc": round(float(np.median([r["acc"] for r in runs["baseline"]])), 4),
             "dlvision_acc": round(float(np.median([r["acc"] for r in runs["dlvision"]])), 4),
             "baseline_epoch_s": [round(s, 3) for s in runs["baseline"][-1]["epoch_s"]],
