@@ -31,17 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--course", type=Path, default=None, help="the course folder (with nbgrader_config.py)")
     parser.add_argument("--db", default=None, help="gradebook URL (default: the course's sqlite gradebook)")
     commands = parser.add_subparsers(dest="command", required=True)
-
-    release = commands.add_parser("release", help="generate the student version (nbgrader generate_assignment)")
-    release.add_argument("assignment")
-
+    commands.add_parser("release", help="generate the student version (nbgrader generate_assignment)").add_argument(
+        "assignment")
     collect = commands.add_parser("collect", help="LMS zip or Colab folder -> submitted/, with pre-flight")
     collect.add_argument("assignment")
     collect.add_argument("source", type=Path, help="the LMS's zip of downloads, or a folder of .ipynb files")
     collect.add_argument("--rule", default="canvas",
                          help="file name -> student id: canvas, moodle, colab, folder, or a regex with (?P<student>...)")
     collect.add_argument("--roster", type=Path, help="CSV mapping what the rule extracts to student ids")
-
     autograde = commands.add_parser("autograde", help="pre-flight, then grade every submission in parallel")
     autograde.add_argument("assignment")
     autograde.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: cores)")
@@ -49,24 +46,18 @@ def main(argv: list[str] | None = None) -> int:
     autograde.add_argument("--force", action="store_true", help="grade again submissions already graded")
     autograde.add_argument("--skip-preflight", action="store_true",
                            help="for further hosts sharing the course folder: the first one did the pre-flight")
-
     feedback = commands.add_parser("feedback", help="HTML feedback for students, hidden tests removed")
     feedback.add_argument("assignment")
     feedback.add_argument("--student", action="append")
-
-    export = commands.add_parser("export", help="a CSV of grades (nbgrader export, plus integrity columns)")
-    export.add_argument("out", type=Path)
-
-    report = commands.add_parser("report", help="the integrity report: CSV and HTML")
-    report.add_argument("assignment")
-
+    commands.add_parser("export", help="a CSV of grades (nbgrader export, plus integrity columns)").add_argument(
+        "out", type=Path)
+    commands.add_parser("report", help="the integrity report: CSV and HTML").add_argument("assignment")
     args = parser.parse_args(argv)
     try:
         course = course_root(args.course)
     except FileNotFoundError as error:
         parser.error(str(error))
-    db_url = args.db or default_db_url(course)
-    return COMMANDS[args.command](args, course, db_url)
+    return COMMANDS[args.command](args, course, args.db or default_db_url(course))
 
 
 def cmd_release(args, course: Path, db_url: str) -> int:
@@ -88,27 +79,37 @@ def cmd_collect(args, course: Path, db_url: str) -> int:
                      release_dir=release_dir(course, args.assignment))
     manifest = course / "collected" / args.assignment / "manifest.csv"
     result.write_manifest(manifest)
-    print(f"collected {len(result.collected)}, quarantined {len(result.quarantined)}, "
-          f"skipped {len(result.skipped)}; manifest: {manifest}")
+    print(f"collected {len(result.collected)}, quarantined {len(result.quarantined)}, skipped {len(result.skipped)}; "
+          f"manifest: {manifest}")
     for row in result.quarantined:
         print(f"  quarantined {row.get('source')}: {row.get('reason')}")
     return 0
 
 
 def cmd_autograde(args, course: Path, db_url: str) -> int:
+    from nbgrader.api import Gradebook, MissingEntry
+
     from grading import workers
     from grading.collect import preflight_submitted
     from grading.report import write_integrity_report
 
-    problem = unreleased(course, db_url, args.assignment)
-    if problem:
-        print(problem, file=sys.stderr)
+    hint, release = f"run `python -m grading release {args.assignment}` first", release_dir(course, args.assignment)
+    if not release.is_dir():
+        known = sorted(p.name for p in release.parent.glob("*") if p.is_dir())
+        print(f"no release of {args.assignment!r} in {release.parent} (has: {known}); {hint}", file=sys.stderr)
         return 2
+    with Gradebook(db_url, load_course_config(course).CourseDirectory.get("course_id", "default_course")) as gradebook:
+        try:
+            gradebook.find_assignment(args.assignment)
+        except MissingEntry:
+            print(f"{args.assignment!r} is not in the gradebook {db_url}; {hint}", file=sys.stderr)
+            return 2
     if not args.skip_preflight:
-        checked = preflight_submitted(course, args.assignment, release_dir(course, args.assignment))
-        for row in checked.quarantined:
+        for row in preflight_submitted(course, args.assignment, release).quarantined:
             print(f"quarantined {row.get('source')}: {row.get('reason')}")
-    students = submitted_students(course, args.assignment, args.student)
+    students = sorted(p.parent.name for p in (course / "submitted").glob(f"*/{args.assignment}")
+                      if not p.is_symlink() and not p.parent.is_symlink() and any(p.glob("*.ipynb")))
+    students = [s for s in students if not args.student or s in args.student]
     if not students:
         print(f"no submissions of {args.assignment} in {course / 'submitted'}")
         return 0
@@ -120,14 +121,13 @@ def cmd_autograde(args, course: Path, db_url: str) -> int:
     with tqdm(total=len(students), unit="notebook", desc=f"autograde {args.assignment}") as bar:
         results = workers.run_workers(job, max(1, min(args.workers, len(students))), lambda _: bar.update())
     failed = [r for r in results if r[1] != "graded"]
-    print(f"graded {len(results) - len(failed)} of {len(students)} submissions in "
-          f"{time.monotonic() - started:.1f} s with {args.workers} workers"
-          + ("" if len(results) == len(students) else
-             f"; {len(students) - len(results)} were graded before (use --force to grade them again)"))
+    print(f"graded {len(results) - len(failed)} of {len(students)} submissions in {time.monotonic() - started:.1f} s "
+          f"with {args.workers} workers" + ("" if len(results) == len(students) else f"; {len(students) - len(results)}"
+                                            " were graded before (use --force to grade them again)"))
     for student, _, message, _ in failed:
         print(f"  FAILED {student}: {message.strip().splitlines()[-1] if message.strip() else '?'}")
-    csv_path, html_path = write_integrity_report(course, args.assignment, scores=scores(db_url, course, args.assignment))
-    print(f"integrity report: {html_path}")
+    _, report = write_integrity_report(course, args.assignment, scores=scores(db_url, course, args.assignment))
+    print(f"integrity report: {report}")
     return 1 if failed else 0
 
 
@@ -154,54 +154,22 @@ def cmd_report(args, course: Path, db_url: str) -> int:
     return 0
 
 
-COMMANDS = {"release": cmd_release, "collect": cmd_collect, "autograde": cmd_autograde,
-            "feedback": cmd_feedback, "export": cmd_export, "report": cmd_report}
-
-
-# --------------------------------------------------------------------------- helpers
+COMMANDS = {"release": cmd_release, "collect": cmd_collect, "autograde": cmd_autograde, "feedback": cmd_feedback,
+            "export": cmd_export, "report": cmd_report}
 
 
 def release_dir(course: Path, assignment: str) -> Path:
-    config = load_course_config(course)
-    return course / config.CourseDirectory.get("release_directory", "release") / assignment
-
-
-def unreleased(course: Path, db_url: str, assignment: str) -> str | None:
-    """Why ``assignment`` cannot be graded yet (no release, not in the gradebook), or None."""
-    from nbgrader.api import Gradebook, MissingEntry
-
-    hint = f"run `python -m grading release {assignment}` first"
-    if not release_dir(course, assignment).is_dir():
-        known = sorted(p.name for p in release_dir(course, assignment).parent.glob("*") if p.is_dir())
-        return f"no release of {assignment!r} in {release_dir(course, assignment).parent} (has: {known}); {hint}"
-    config = load_course_config(course)
-    with Gradebook(db_url, config.CourseDirectory.get("course_id", "default_course")) as gradebook:
-        try:
-            gradebook.find_assignment(assignment)
-        except MissingEntry:
-            return f"{assignment!r} is not in the gradebook {db_url}; {hint}"
-    return None
-
-
-def submitted_students(course: Path, assignment: str, only: list[str] | None) -> list[str]:
-    folder = course / "submitted"
-    found = sorted(p.parent.name for p in folder.glob(f"*/{assignment}")
-                   if not p.is_symlink() and not p.parent.is_symlink() and any(p.glob("*.ipynb")))
-    return [s for s in found if not only or s in only]
+    return course / load_course_config(course).CourseDirectory.get("release_directory", "release") / assignment
 
 
 def scores(db_url: str, course: Path, assignment: str) -> dict[str, float]:
     from nbgrader.api import Gradebook, MissingEntry
 
-    config = load_course_config(course)
-    result = {}
-    with Gradebook(db_url, config.CourseDirectory.get("course_id", "default_course")) as gradebook:
+    with Gradebook(db_url, load_course_config(course).CourseDirectory.get("course_id", "default_course")) as gradebook:
         try:
-            for submission in gradebook.assignment_submissions(assignment):
-                result[submission.student_id] = submission.score
+            return {s.student_id: s.score for s in gradebook.assignment_submissions(assignment)}
         except MissingEntry:
-            pass
-    return result
+            return {}
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """What the pipeline reports about a submission: the integrity vocabulary.
 
-Every stage (pre-flight, the static scan, the sandboxed run) describes what it saw
-as :class:`Finding` records. They never change a grade by themselves: grades come from
-verification outside the student's process. Findings tell the instructor what a
-submission tried, in the integrity report.
+Every stage (pre-flight, the static scan, the sandboxed run) describes what it saw as
+:class:`Finding` records. They never change a grade by themselves (grades come from checks
+outside the student's process): they tell the instructor what a submission tried, in the
+integrity report.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from grading.wire import clean_text
 
-# vector key -> what it means, in the words of the integrity report
+# vector -> what it means, in the words of the integrity report
 VECTORS: dict[str, str] = {
     # the notebook itself (pre-flight)
     "invalid-notebook": "the file is not a valid notebook",
@@ -44,18 +44,14 @@ VECTORS: dict[str, str] = {
     "kernel-died": "the student's process ended before grading finished",
     "malformed-reply": "the student's process sent the grader a reply that is not well-formed data (it was ended)",
 }
-
 SOURCES = ("preflight", "static", "runtime", "sandbox")
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One observation about a submission.
-
-    ``vector`` is a key of :data:`VECTORS`; ``cell`` names where (a grade id, or
-    ``"cell 7"`` for a cell without one, or ``""`` for the whole notebook);
-    ``detail`` is a sentence for the instructor; ``source`` is the stage that saw it.
-    """
+    """One observation about a submission: ``vector`` (a key of :data:`VECTORS`), ``cell`` (a grade id,
+    ``"cell 7"`` for a cell without one, ``""`` for the whole notebook), ``detail`` (a sentence for the
+    instructor) and ``source`` (the stage that saw it)."""
 
     vector: str
     cell: str
@@ -73,10 +69,6 @@ class Finding:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> Finding:
-        return cls(**{k: data[k] for k in ("vector", "cell", "detail", "source")})
-
 
 def write_findings(path: Path, findings: list[Finding], **context) -> None:
     """Write ``findings`` (and context such as student and notebook) as JSON, atomically."""
@@ -89,12 +81,10 @@ def write_findings(path: Path, findings: list[Finding], **context) -> None:
 def read_findings(path: Path) -> tuple[dict, list[Finding]]:
     """The context and the findings that :func:`write_findings` wrote."""
     data = json.loads(path.read_text(encoding="utf-8", errors="replace"))
-    findings = [Finding.from_dict(f) for f in data.pop("findings")]
+    findings = [Finding(**{k: f[k] for k in ("vector", "cell", "detail", "source")}) for f in data.pop("findings")]
     return {k: clean_text(v) if isinstance(v, str) else v for k, v in data.items()}, findings
 
 
 def spreadsheet_safe(value: object) -> object:
     """Text that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``...) gets a leading quote."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
+    return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") else value

@@ -1,14 +1,13 @@
 """The trusted side of a student's process: the session, proxies and handles, the tools' runner.
 
-In the grader's process each name that a reference solution cell defines is a
-:class:`Proxy`; calling it sends the arguments to the student's process **by value**
-(cloudpickle), runs the student's code there and brings the result back as data
-(:mod:`grading.wire`). Nothing is copied back: a change the student's code makes to an
-argument stays over there. A result that is not plain data (a module, an optimizer, a
-generator, an object of the student's class) comes back as a :class:`Remote` handle: it
-can be called, its attributes read, its methods called, iterated, indexed, ``len()``-ed,
-and passed back to the student's functions and to the ``dlvision.testing`` tools, whose
-:class:`Runner` this module installs while a notebook's tests run.
+In the grader's process each name that a reference solution cell defines is a :class:`Proxy`;
+calling it sends the arguments to the student's process **by value** (cloudpickle), runs the
+student's code there and brings the result back as data (:mod:`grading.wire`). Nothing is copied
+back: a change the student's code makes to an argument stays over there. A result that is not
+plain data (a module, an optimizer, an object of the student's class) comes back as a
+:class:`Remote` handle: it can be called, its attributes read, its methods called, iterated,
+indexed, ``len()``-ed, and passed back to the student's functions and to the ``dlvision.testing``
+tools, whose :class:`Runner` this module installs while a notebook's tests run.
 """
 
 from __future__ import annotations
@@ -27,6 +26,9 @@ from grading import wire
 from grading.findings import Finding
 from grading.sandbox import Limits, Sandbox
 
+OBSERVED = ("monkeypatch", "ipython-hooks", "grader-files", "process-exit", "resource-abuse", "huge-output",
+            "grader-detection", "network", "inputs-changed")  # what the student's process may report of itself
+
 
 class StudentProcessGone(RuntimeError):
     """The student's process ended or was killed; the reason is the message."""
@@ -41,18 +43,19 @@ class StudentError(Exception):
 
 
 class Session:
-    """One student's process, as the grader sees it."""
+    """One student's process, as the grader sees it. ``rules``: exercise -> ``{"exercise", "words",
+    "modules", "why"}``; ``forbidden``: exercise -> what breaks its rule, once known; ``used``: notebook
+    cell -> the ruled exercises its code called (a rule broken later zeroes those cells too)."""
 
     def __init__(self, sandbox: Sandbox, limits: Limits, rules: dict[str, dict] | None = None):
-        self.sandbox, self.limits = sandbox, limits
-        self.rules = rules or {}  # exercise -> {"exercise", "words", "modules", "why"}
+        self.sandbox, self.limits, self.rules = sandbox, limits, rules or {}
         self.sock = sandbox.spawn()
         self.deadline = time.monotonic() + limits.notebook_seconds
         self.gone: str | None = None  # why the process is gone, once it is
         self.findings: list[Finding] = []
-        self.forbidden: dict[str, str] = {}  # exercise -> what breaks its rule
-        self.cell = -1  # the notebook cell now running, for :attr:`used`
-        self.used: dict[int, set[str]] = {}  # cell index -> the ruled exercises its code called
+        self.forbidden: dict[str, str] = {}
+        self.cell = -1  # the notebook cell now running
+        self.used: dict[int, set[str]] = {}
         self._origin: str | None = None  # the exercises whose code made the handles of the current reply
 
     def request(self, message: dict, label: str) -> dict:
@@ -69,20 +72,16 @@ class Session:
             if reply.get("status") not in ("ok", "error"):
                 raise wire.Malformed("a reply without a status")
             return reply
-        except wire.ChannelTimeout:
-            self._end(label, timed_out=timeout)
-        except (wire.ChannelClosed, OSError) as error:
-            self._end(label, error=error)
-        except wire.Malformed as error:  # the process is not trusted further
-            self._end(label, error=error)
+        except (wire.ChannelTimeout, wire.ChannelClosed, wire.Malformed, OSError) as error:
+            self._end(label, error, timeout)  # a malformed reply: the process is not trusted further
         raise StudentProcessGone(self.gone)
 
-    def _end(self, label: str, timed_out: float | None = None, error: Exception | None = None) -> None:
+    def _end(self, label: str, error: Exception, timeout: float) -> None:
         self.sandbox.kill()
         status = self.sandbox.wait_exit()
         self.sock.close()
-        if timed_out is not None:
-            used = "the notebook's time limit" if timed_out < self.limits.cell_seconds else f"{timed_out:.0f} s"
+        if isinstance(error, wire.ChannelTimeout):
+            used = "the notebook's time limit" if timeout < self.limits.cell_seconds else f"{timeout:.0f} s"
             self.gone = f"your code was stopped in {label} after {used} ({status}); later tests could not run"
             self.findings.append(Finding("resource-abuse", label, f"stopped after {used} ({status})", "sandbox"))
             return
@@ -98,8 +97,6 @@ class Session:
     def _handle(self, number: int, type_name: str, text: str) -> Remote:
         return Remote(self, ("handle", number), type_name, text, self._origin)
 
-    # ---- cells and calls
-
     def run_cell(self, label: str, source: str, owned: bool, exports: list[str]) -> dict:
         return self.request({"op": "run_cell", "label": label, "source": source, "owned": owned,
                              "exports": exports}, label)
@@ -110,14 +107,13 @@ class Session:
         self.used.setdefault(self.cell, set()).update(exercises)
         for exercise in exercises & set(self.forbidden):
             raise ForbiddenOperation(f"{label}: {self.forbidden[exercise]}")
-        watch = [self.rules[e] for e in sorted(exercises) if e in self.rules]
         self._origin = ",".join(sorted(exercises)) or None
         reply = self.request({"op": "call", "payload": (function, args, kwargs), "label": label, "mode": mode,
-                              "trusted": trusted, "watch": watch}, label)
+                              "trusted": trusted, "watch": [self.rules[e] for e in sorted(exercises) if e in self.rules]},
+                             label)
         for output in reply.get("outputs", []):
             if isinstance(output, dict) and output.get("output_type") == "stream":
-                stream = sys.stderr if output.get("name") == "stderr" else sys.stdout
-                stream.write(str(output.get("text", "")))
+                (sys.stderr if output.get("name") == "stderr" else sys.stdout).write(str(output.get("text", "")))
         forbidden = reply.get("forbidden")
         if isinstance(forbidden, dict) and forbidden:
             for exercise, uses in forbidden.items():
@@ -131,21 +127,14 @@ class Session:
         return reply.get("result")
 
     def observations(self) -> list[Finding]:
-        """What the student's process saw itself do (empty if it is gone, or if the reply is not well formed)."""
-        if self.gone:
-            return []
+        """What the student's process saw itself do (nothing if it is gone or its reply is not well formed)."""
         try:
-            reply = self.request({"op": "report"}, "the final report")
+            reply = self.request({"op": "report"}, "the final report") if not self.gone else {}
         except StudentProcessGone:
-            return []
-        found = []
-        for item in reply.get("observations", [])[:200]:
-            if isinstance(item, list) and len(item) == 3 and all(isinstance(x, str) for x in item):
-                vector, cell, detail = item
-                if vector in ("monkeypatch", "ipython-hooks", "grader-files", "process-exit", "resource-abuse",
-                              "huge-output", "grader-detection", "network", "inputs-changed"):
-                    found.append(Finding(vector, cell[:200], detail[:1000], "runtime"))
-        return found
+            reply = {}
+        return [Finding(item[0], item[1][:200], item[2][:1000], "runtime") for item in reply.get("observations", [])[:200]
+                if isinstance(item, list) and len(item) == 3 and all(isinstance(x, str) for x in item)
+                and item[0] in OBSERVED]
 
     def close(self) -> None:
         if self.gone is None:
@@ -181,8 +170,7 @@ def _remotes(value, depth: int = 4) -> list:
 
 def rebuild_error(reply: dict) -> Exception:
     """The student's exception, as the same builtin type when there is one."""
-    name, message = str(reply.get("ename", "Exception")), str(reply.get("evalue", ""))
-    trace = reply.get("traceback")
+    name, message, trace = str(reply.get("ename", "Exception")), str(reply.get("evalue", "")), reply.get("traceback")
     where = "".join(str(line) for line in trace[-6:]) if isinstance(trace, list) else ""
     text = f"{message}\n\n(raised in your code)\n{where}" if where else message
     kind = getattr(builtins, name, None)
@@ -194,16 +182,12 @@ def rebuild_error(reply: dict) -> Exception:
     return StudentError(f"{name}: {text}")
 
 
-# --------------------------------------------------------------------------- handles and proxies
-
-
 class Remote:
     """An object that stays in the student's process.
 
-    It compares equal to nothing but itself, so no comparison can succeed by accident.
-    Attributes, calls, iteration, ``len`` and indexing run over there; what comes back is
-    data, or another handle. Names that start with an underscore and end with two (Python's
-    and IPython's protocols) are not forwarded.
+    It compares equal to nothing but itself, so no comparison can succeed by accident. Attributes,
+    calls, iteration, ``len`` and indexing run over there; what comes back is data, or another
+    handle. Names of Python's and IPython's protocols (``__x__``, ``_repr_x_``) are not forwarded.
     """
 
     __slots__ = ("_grading_session", "_grading_ref", "_grading_type", "_grading_text", "_grading_origin")
@@ -285,16 +269,6 @@ def _checked(value, kind: type, what: str):
 # --------------------------------------------------------------------------- the tools' runner
 
 
-def _deep_copy(value):
-    import copy
-
-    return copy.deepcopy(value)
-
-
-def _same(value):
-    return value
-
-
 class Runner:
     """``dlvision.testing._runner`` while a notebook's tests run (see ``dlvision.testing``)."""
 
@@ -306,8 +280,7 @@ class Runner:
         arguments (the function travels by value: the grader's code, not the student's), else here."""
         if not _remotes((args, kwargs)):
             return function(*args, **kwargs)
-        return self.session.apply(function, args, kwargs, label=getattr(function, "__name__", "beside"),
-                                  trusted=True)
+        return self.session.apply(function, args, kwargs, label=getattr(function, "__name__", "beside"), trusted=True)
 
     def student_copy(self, value):
         return self.session.apply(_deep_copy, (value,), {}, label="student_copy", mode="handle", trusted=True)
@@ -319,6 +292,16 @@ class Runner:
             return self.session.apply(_same, (value,), {}, label="fetch", mode="data", trusted=True)
         except (TypeError, StudentError) as error:
             raise TypeError(f"fetch: {error}; for a module, use module_facts()") from None
+
+
+def _deep_copy(value):  # these travel by value: copy.deepcopy is looked up when the libraries are restored
+    import copy
+
+    return copy.deepcopy(value)
+
+
+def _same(value):
+    return value
 
 
 def install_runner(runner: Runner | None) -> None:

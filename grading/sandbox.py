@@ -1,31 +1,31 @@
 """The sandbox the student's code runs in: bubblewrap, an unprivileged user, limits.
 
 One :class:`Sandbox` is a long-lived ``bwrap`` process whose PID 1 is the fork server of
-:mod:`grading.student`; each notebook gets a fresh student process forked from it. What
-the student's process can reach:
+:mod:`grading.student`; each notebook gets a fresh student process forked from it. What the
+student's process can reach:
 
-* **files**: the Python installation and the course library, read-only; ``/dev``
-  read-only (its device nodes work); two writable tmpfs folders, ``/scratch`` (its
-  working folder) and ``/tmp``, wiped after each student (a sandbox that cannot be wiped
-  clean is replaced). The course folder with ``solutions/``, the gradebook and the other
-  submissions is not in its file system.
-* **network**: none (its own network namespace, whose loopback is down).
-* **processes**: its own PID namespace, where the fork server is PID 1 (immune to its
-  signals) and not dumpable; a seccomp filter (:func:`grading.student.install_seccomp`);
-  no further user namespaces; ``RLIMIT_NPROC``; everything left is killed after each student.
-* **memory, disk and time**: ``RLIMIT_AS`` per process, the tmpfs sizes and
-  ``RLIMIT_FSIZE``; the fork server kills the student when its processes and files
-  together use more than ``memory_bytes``; the grader kills it past its time limits.
+* **files**: the Python installation and the course library, read-only; ``/dev`` read-only (its
+  device nodes work); two writable tmpfs folders, ``/scratch`` (its working folder) and ``/tmp``,
+  wiped after each student (a sandbox that cannot be wiped clean is replaced). The course folder,
+  with ``solutions/``, the gradebook and the other submissions, is not in its file system;
+* **network**: none (its own network namespace, whose loopback is down);
+* **processes**: its own PID namespace, where the fork server is PID 1 (immune to its signals) and
+  not dumpable; a seccomp filter; no further user namespaces; ``RLIMIT_NPROC``; whatever is left
+  is killed after each student;
+* **memory, disk and time**: ``RLIMIT_AS``, the tmpfs sizes and ``RLIMIT_FSIZE``; the fork server
+  kills the student when its processes and files together use more than ``memory_bytes``; the
+  grader kills it past its time limits.
 
-When the grader runs as root (CI, a container), bubblewrap would run student code as
-root; instead the grader stages the read-only folders in a private mount namespace
-and starts bubblewrap as an unprivileged user (``setpriv``), one user id per worker.
+As root (CI, a container), bubblewrap would run student code as root: the grader then stages the
+read-only folders in a private mount namespace and starts bubblewrap as an unprivileged user
+(``setpriv``), one user id per worker.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -57,64 +57,23 @@ class Limits:
     output_bytes: int = 2**20  # outputs kept for the whole notebook; the rest is cut and reported
 
 
-def find_bwrap() -> str:
-    path = shutil.which("bwrap")
-    if path is None:
-        raise SandboxUnavailable(
-            "bubblewrap (bwrap) is not installed: the grader runs student code only inside it. "
-            "Install it (Debian/Ubuntu: `apt-get install bubblewrap`) on the machine that grades; "
-            "students do not need it."
-        )
-    return path
-
-
-def _read_only_folders() -> list[str]:
-    """Folders the student's Python needs: the interpreter, the venv, the course library."""
-    folders = {sys.base_prefix, sys.prefix}
-    spec = importlib.util.find_spec("dlvision")
-    if spec is not None and spec.submodule_search_locations:
-        folders.add(str(Path(next(iter(spec.submodule_search_locations))).parent))
-    for entry in sys.path:
-        if entry.startswith("/") and os.path.isdir(entry) and "site-packages" in entry:
-            folders.add(entry)
-    ordered = sorted(folders)  # a folder inside another one is already there
-    return [f for f in ordered if not any(f != o and f.startswith(o.rstrip("/") + "/") for o in ordered)]
-
-
-def _system_binds() -> list[str]:
-    args = ["--ro-bind", "/usr", "/usr"]
-    for name in ("bin", "sbin", "lib", "lib32", "lib64"):
-        path = Path("/") / name
-        if path.is_symlink():
-            args += ["--symlink", os.readlink(path), str(path)]
-        elif path.is_dir():
-            args += ["--ro-bind", str(path), str(path)]
-    for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "passwd", "group"):
-        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    return args
-
-
 def pinned_environment() -> dict[str, str]:
-    """What course cells read and must read alike in the grader and in the sandbox: the
-    dlvision profile (``quick`` unless the grader's environment says otherwise) and the
-    GPUs (none unless ``CUDA_VISIBLE_DEVICES`` names some)."""
+    """What course cells read and must read alike in the grader and in the sandbox: the dlvision
+    profile (``quick`` unless the grader's environment says otherwise) and the GPUs (none unless
+    ``CUDA_VISIBLE_DEVICES`` names some)."""
     return {"DLVISION_PROFILE": os.environ.get("DLVISION_PROFILE") or "quick",
             "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
 
 
-def _environment() -> dict[str, str]:
-    env = {
-        "PATH": f"{sys.prefix}/bin:/usr/bin:/bin",
-        "HOME": "/scratch",
-        "LANG": "C.UTF-8",
-        "MPLBACKEND": "Agg",
-        "MPLCONFIGDIR": "/scratch/.matplotlib",
-        # one thread per student process: the workers already use every core
-        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-    }
-    env.update({k: v for k, v in os.environ.items() if k.startswith(("DLVISION_", "GRADING_DEBUG"))})
-    env.update(pinned_environment())
-    return env
+def _read_only_folders() -> list[str]:
+    """Folders the student's Python needs: the interpreter, the venv, the course library."""
+    folders = {sys.base_prefix, sys.prefix, *(p for p in sys.path if p.startswith("/") and os.path.isdir(p)
+                                               and "site-packages" in p)}
+    spec = importlib.util.find_spec("dlvision")
+    if spec is not None and spec.submodule_search_locations:
+        folders.add(str(Path(next(iter(spec.submodule_search_locations))).parent))
+    ordered = sorted(folders)  # a folder inside another one is already there
+    return [f for f in ordered if not any(f != o and f.startswith(o.rstrip("/") + "/") for o in ordered)]
 
 
 class Sandbox:
@@ -126,50 +85,58 @@ class Sandbox:
         self.control: socket.socket | None = None
         self.stage: str | None = None  # as root: the staging folder (a mount point in a private namespace)
 
-    # ---- life cycle
-
     def start(self) -> None:
-        bwrap = find_bwrap()
+        bwrap = shutil.which("bwrap")
+        if bwrap is None:
+            raise SandboxUnavailable("bubblewrap (bwrap) is not installed: the grader runs student code only inside "
+                                     "it. Install it (Debian/Ubuntu: `apt-get install bubblewrap`) on the machine that "
+                                     "grades; students do not need it.")
         ours, theirs = socket.socketpair()
-        command = self._command(bwrap, theirs.fileno())
-        self.process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=None if _debug() else subprocess.PIPE,
-                                        start_new_session=True)
+        debug = bool(os.environ.get("GRADING_DEBUG"))  # shows the sandbox's stderr (the student process's too)
+        self.process = subprocess.Popen(self._command(bwrap, theirs.fileno()), pass_fds=(theirs.fileno(),),
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=None if debug else subprocess.PIPE, start_new_session=True)
         theirs.close()
         self.control = ours
 
     def _command(self, bwrap: str, control_fd: int) -> list[str]:
-        grading_dir = str(Path(__file__).resolve().parent)
-        root = os.geteuid() == 0
-        size = str(self.limits.disk_bytes)
+        root, size = os.geteuid() == 0, str(self.limits.disk_bytes)
         args = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
-                "--as-pid-1", *_system_binds(), "--size", size, "--tmpfs", "/tmp", "--size", size,
-                "--tmpfs", "/scratch"]
-        staged, targets = [], []
-        for index, folder in enumerate([*_read_only_folders(), grading_dir]):
-            source = f"$STAGE/{index}" if root else folder
-            target = f"{GRADING_MOUNT}/grading" if folder == grading_dir else folder
-            args += ["--ro-bind", source, target]  # a venv under /tmp lands on the tmpfs: kept by the wipe
-            staged.append(folder)
-            targets.append(target)
-        args += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev", "--remount-ro", "/",
-                 "--chdir", "/scratch", "--clearenv"]
-        for key, value in _environment().items():
+                "--as-pid-1", "--ro-bind", "/usr", "/usr"]
+        for name in ("bin", "sbin", "lib", "lib32", "lib64"):
+            path = Path("/") / name
+            args += ["--symlink", os.readlink(path), str(path)] if path.is_symlink() else [
+                "--ro-bind", str(path), str(path)] if path.is_dir() else []
+        for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "localtime", "passwd", "group"):
+            args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        args += ["--size", size, "--tmpfs", "/tmp", "--size", size, "--tmpfs", "/scratch"]
+        grading_dir = str(Path(__file__).resolve().parent)
+        folders = [*_read_only_folders(), grading_dir]
+        targets = [f"{GRADING_MOUNT}/grading" if f == grading_dir else f for f in folders]
+        for index, (folder, target) in enumerate(zip(folders, targets, strict=True)):
+            args += ["--ro-bind", f"$STAGE/{index}" if root else folder, target]  # a venv under /tmp: kept by the wipe
+        args += ["--proc", "/proc", "--dev", "/dev", "--remount-ro", "/dev", "--remount-ro", "/", "--chdir", "/scratch",
+                 "--clearenv"]
+        environment = {"PATH": f"{sys.prefix}/bin:/usr/bin:/bin", "HOME": "/scratch", "LANG": "C.UTF-8",
+                       "MPLBACKEND": "Agg", "MPLCONFIGDIR": "/scratch/.matplotlib", "OMP_NUM_THREADS": "1",
+                       "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",  # the workers already use every core
+                       **{k: v for k, v in os.environ.items() if k.startswith(("DLVISION_", "GRADING_DEBUG"))},
+                       **pinned_environment()}
+        for key, value in environment.items():
             args += ["--setenv", key, value]
         args += [os.path.join(sys.prefix, "bin", "python"), "-I", "-P", f"{GRADING_MOUNT}/grading/student.py",
-                 str(control_fd),
-                 ",".join(self.preload), os.pathsep.join(targets)]
+                 str(control_fd), ",".join(self.preload), os.pathsep.join(targets)]
         if not root:
             return args
-        # As root: stage the read-only folders where an unprivileged user can reach them
-        # (e.g. a venv under /root), then start bubblewrap as that user.
-        uid = str(SANDBOX_UID + self.worker)
+        # As root: stage the read-only folders where an unprivileged user can reach them (a venv under
+        # /root, say), then start bubblewrap as that user.
         self.stage = tempfile.mkdtemp(prefix="grading-stage-")  # removed by close()
-        script = ['set -e', f'STAGE={_shell_quote(self.stage)}', 'mount -t tmpfs -o mode=755 stage "$STAGE"']
-        for index, folder in enumerate(staged):
-            script += [f'mkdir "$STAGE/{index}"', f'mount --bind "{folder}" "$STAGE/{index}"']
-        quoted = " ".join(a if a.startswith("$STAGE") else _shell_quote(a) for a in args)
-        quoted = quoted.replace("$STAGE/", '"$STAGE"/')
+        script = ["set -e", f"STAGE={shlex.quote(self.stage)}", 'mount -t tmpfs -o mode=755 stage "$STAGE"']
+        for index, folder in enumerate(folders):
+            script += [f'mkdir "$STAGE/{index}"', f'mount --bind {shlex.quote(folder)} "$STAGE/{index}"']
+        quoted = " ".join(f'"$STAGE"/{a.removeprefix("$STAGE/")}' if a.startswith("$STAGE/") else shlex.quote(a)
+                          for a in args)
+        uid = SANDBOX_UID + self.worker
         script.append(f"exec setpriv --reuid={uid} --regid={uid} --clear-groups --inh-caps=-all {quoted}")
         return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", "\n".join(script)]
 
@@ -179,14 +146,12 @@ class Sandbox:
     def close(self) -> None:
         if self.control is not None:
             self.control.close()
-        if self.process is not None and self.process.poll() is None:
+        if self.alive():
             self.process.kill()
             self.process.wait()
         if self.stage is not None:
             shutil.rmtree(self.stage, ignore_errors=True)
         self.process = self.control = self.stage = None
-
-    # ---- one student
 
     def spawn(self) -> socket.socket:
         """A fresh student process: the socket to talk to it."""
@@ -214,10 +179,8 @@ class Sandbox:
             self.close()
 
     def wait_exit(self, timeout: float = 60.0) -> str:
-        """How the current student process ended ("exited with status 0", "killed by signal 9 ...").
-
-        A sandbox that could not be cleaned after it is closed: the next student gets a new one.
-        """
+        """How the current student process ended ("exited with status 0", "killed by signal 9 ..."); a
+        sandbox that could not be cleaned after it is closed: the next student gets a new one."""
         try:
             reply = wire.recv_json(self.control, timeout)
             status, clean = str(reply.get("exit", "?")), reply.get("clean") is True
@@ -236,12 +199,3 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 pass
         return f"the sandbox could not start a student process. bubblewrap said: {error.strip() or '(nothing)'}"
-
-
-def _debug() -> bool:
-    """GRADING_DEBUG=1 shows the sandbox's stderr (the student process's too) on the grader's."""
-    return bool(os.environ.get("GRADING_DEBUG"))
-
-
-def _shell_quote(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"
