@@ -717,11 +717,17 @@ def forbidden_uses(rules: list[Rule], cells: list[tuple[str, str]],
     definitions: dict[str, list[tuple[_Cell, ast.stmt]]] = {}  # name -> the top-level statements that bind it
     for cell in parsed:
         for statement in cell.statements + cell.too_deep:
-            nodes = list(_scope_nodes([statement]))
-            names = _plain_bindings(nodes).union(*(_import_aliases(n) for n in nodes if isinstance(
-                n, (ast.Import, ast.ImportFrom))))
-            for name in names:
-                definitions.setdefault(name, []).append((cell, statement))
+            if isinstance(statement, (ast.Import, ast.ImportFrom)) and statement in cell.statements:
+                parts = [ast.copy_location(ast.Import([a]) if isinstance(statement, ast.Import) else ast.ImportFrom(
+                    statement.module, [a], statement.level), statement) for a in statement.names]
+            else:
+                parts = [statement]
+            for part in parts:  # one import statement of several names: a name follows its own import only
+                nodes = list(_scope_nodes([part]))
+                names = _plain_bindings(nodes).union(*(_import_aliases(n) for n in nodes if isinstance(
+                    n, (ast.Import, ast.ImportFrom))))
+                for name in names:
+                    definitions.setdefault(name, []).append((cell, part))
     by_label, uses = {cell.label: cell for cell in parsed}, {}
     for rule in rules:
         escaped = []
@@ -795,8 +801,8 @@ class _RuleChecker(_ScopedVisitor):
         if (path := self.resolve(node, chain)) is None:
             return False
         self.cover(chain)
-        if self.forbidden(path):
-            self.flag(node, _display(path), escape=True)
+        if self.forbidden(path):  # assigning to a forbidden name (a monkeypatch) is no escape of it
+            self.flag(node, _display(path), escape=not isinstance(getattr(node, "ctx", None), (ast.Store, ast.Del)))
         elif _builds_names(path):
             self.flag(node, f"{_display(path)} ({_RUN_TIME_NAMES})")
         return True

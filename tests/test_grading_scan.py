@@ -410,6 +410,24 @@ def test_rules_apply_only_to_their_exercises(reference):
     assert set(forbidden_uses([rule], list(reference.items()))) == {"conv2d_im2col"}
 
 
+NUMPY_ONLY = Rule(("fit",), frozenset(), ("torch",), "NumPy only")
+FIT = ("fit", "def fit(x):\n    return np.sum(x) + t.sum(x)\n")
+
+
+def test_an_import_of_several_names_counts_only_against_the_names_the_exercise_uses():
+    cells = [FIT, ("cell 3", "import numpy as np, torch\n")]  # fit uses np: torch is another name of the line
+    assert forbidden_uses([NUMPY_ONLY], cells) == {}
+    cells = [FIT, ("cell 3", "import numpy as np, torch as t\n")]  # fit uses t: the same line is followed
+    assert forbidden_uses([NUMPY_ONLY], cells) == {"fit": ["line 2: torch.sum", "cell 3, line 1: import torch"]}
+
+
+def test_assigning_to_a_forbidden_name_is_no_use_of_it_but_storing_one_as_a_value_is():
+    monkeypatch = "import torch\ntorch.allclose = lambda *a, **k: True\n"  # the monkeypatch finding's business
+    assert forbidden_uses([NUMPY_ONLY], [FIT, ("cell 3", monkeypatch)]) == {}
+    stored = "import torch\nnp.sum = torch.sum\n"
+    assert forbidden_uses([NUMPY_ONLY], [FIT, ("cell 3", stored)]) == {"fit": ["cell 3, line 2: torch.sum (used as a value)"]}
+
+
 # --------------------------------------------------------------------------- the rules file
 
 
