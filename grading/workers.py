@@ -51,10 +51,23 @@ def engine_for(db_url: str) -> sa.Engine:
     return sa.create_engine(db_url, pool_pre_ping=True)
 
 
+def create_claims(engine: sa.Engine) -> None:
+    """The claims table, created once even when several hosts start together: on PostgreSQL under an
+    advisory lock (concurrent CREATE TABLEs race on the catalog), elsewhere a lost race is forgiven."""
+    try:
+        with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":  # held until this transaction ends
+                connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('grading_claims'))"))
+            CLAIMS.create(connection, checkfirst=True)
+    except sa.exc.DBAPIError:
+        if not sa.inspect(engine).has_table(CLAIMS.name):
+            raise
+
+
 def reset_claims(db_url: str, assignment: str, students: list[str] | None = None) -> None:
     """Forget earlier claims (``--force``: grade these submissions again)."""
     engine = engine_for(db_url)
-    CLAIMS.create(engine, checkfirst=True)
+    create_claims(engine)
     query = CLAIMS.delete().where(CLAIMS.c.assignment == assignment)
     with engine.begin() as connection:
         connection.execute(query.where(CLAIMS.c.student.in_(students)) if students else query)
@@ -63,7 +76,7 @@ def reset_claims(db_url: str, assignment: str, students: list[str] | None = None
 
 def claims(db_url: str, assignment: str) -> list[dict]:
     engine = engine_for(db_url)
-    CLAIMS.create(engine, checkfirst=True)
+    create_claims(engine)
     with engine.connect() as connection:
         rows = connection.execute(sa.select(CLAIMS).where(CLAIMS.c.assignment == assignment)).mappings().all()
     engine.dispose()
@@ -158,7 +171,7 @@ def run_workers(job: Job, workers: int, progress=None) -> list[tuple[str, str, s
     the student it was grading is tried once more, then reported as failed.
     """
     engine = engine_for(job.db_url)
-    CLAIMS.create(engine, checkfirst=True)
+    create_claims(engine)
     job = replace(job, started=_now())
     context = multiprocessing.get_context("fork")  # before torch is imported here: fork is safe
     events, running, died, results = context.Queue(), {}, {}, []

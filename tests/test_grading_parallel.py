@@ -110,6 +110,39 @@ def test_several_hosts_share_a_postgresql_gradebook(tmp_path, postgres_url):
     assert "graded 0 of 20" in again.communicate(timeout=600)[0]
 
 
+
+@pytest.mark.usefixtures("postgres_url")
+def test_hosts_that_start_together_create_the_claims_table_once(postgres_url):
+    """Concurrent CREATE TABLEs race on PostgreSQL's catalog (a duplicate ``pg_type`` row, or "already
+    exists"): eight hosts that start at once, five times over, each find or create the table."""
+    import threading
+
+    db_url = fresh_database(postgres_url, "grading_claims_race")
+    engines = [workers.engine_for(db_url) for _ in range(8)]
+    errors = []
+
+    def host(engine, barrier):
+        barrier.wait()
+        try:
+            workers.create_claims(engine)
+        except Exception as error:  # collected, then shown by the assertion
+            errors.append(error)
+
+    for _ in range(5):
+        workers.CLAIMS.drop(engines[0], checkfirst=True)
+        for engine in engines:
+            engine.connect().close()  # connected before the start, so that the CREATEs meet
+        barrier = threading.Barrier(len(engines))
+        threads = [threading.Thread(target=host, args=(engine, barrier)) for engine in engines]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not errors, errors[:2]
+        assert workers.claims(db_url, ASSIGNMENT) == []
+    for engine in engines:
+        engine.dispose()
+
 def test_a_worker_killed_mid_batch_does_not_hang_it_and_its_student_is_graded(tmp_path):
     """A worker killed while it grades (as the out-of-memory killer would) is replaced, and the
     student it was grading is graded again; the batch ends with every grade."""
