@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import builtins
 import copy
+import dis
+import functools
 import io
 import operator
 import pickle
 import sys
 import time
+import types
 
 import cloudpickle
 
@@ -103,7 +106,8 @@ class Session:
 
     def apply(self, function, args: tuple, kwargs: dict, *, label: str, mode: str = "auto", trusted: bool = False):
         """``function(*args, **kwargs)`` in the student's process; its result as data or handles."""
-        exercises = {r._grading_origin for r in _remotes((function, args, kwargs)) if r._grading_origin}
+        # the student's functions this call can reach, however the test wrapped them (a partial, a closure)
+        exercises = {r._grading_origin for r in _remotes((function, args, kwargs), code=True) if r._grading_origin}
         self.used.setdefault(self.cell, set()).update(exercises)
         for exercise in exercises & set(self.forbidden):
             raise ForbiddenOperation(f"{label}: {self.forbidden[exercise]}")
@@ -158,14 +162,40 @@ class _Pickler(cloudpickle.CloudPickler):
         return None
 
 
-def _remotes(value, depth: int = 4) -> list:
-    """The handles and proxies in ``value``, looked for in lists, tuples, dicts and sets."""
+def _remotes(value, depth: int = 6, code: bool = False) -> list:
+    """The handles and proxies in ``value``, looked for in lists, tuples, dicts, sets and
+    ``functools.partial`` objects (function, arguments, keywords); with ``code``, also in what a
+    function reads (its closure, the globals its code names) and a bound method's object."""
     if type(value) in (Remote, Proxy):
         return [value]
-    if depth == 0 or type(value) not in (list, tuple, dict, set, frozenset):
+    if depth == 0:
         return []
-    items = list(value.keys()) + list(value.values()) if type(value) is dict else value
-    return [r for item in items for r in _remotes(item, depth - 1)]
+    if isinstance(value, functools.partial):
+        items = [value.func, value.args, value.keywords]
+    elif code and isinstance(value, types.MethodType):
+        items = [value.__func__, value.__self__]
+    elif code and isinstance(value, types.FunctionType):
+        cells = [c.cell_contents for c in value.__closure__ or () if not _empty(c)]
+        items = cells + [value.__globals__[n] for n in _code_names(value.__code__) if n in value.__globals__]
+    elif type(value) in (list, tuple, dict, set, frozenset):
+        items = list(value.keys()) + list(value.values()) if type(value) is dict else value
+    else:
+        return []
+    return [r for item in items for r in _remotes(item, depth - 1, code)]
+
+
+def _empty(cell) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018
+    except ValueError:
+        return True
+    return False
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    """The global names that a code object, and the code nested in it, read."""
+    names = {i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
+    return names.union(*(_code_names(c) for c in code.co_consts if isinstance(c, types.CodeType)))
 
 
 def rebuild_error(reply: dict) -> Exception:
@@ -277,8 +307,9 @@ class Runner:
 
     def beside(self, function, args: tuple, kwargs: dict):
         """``function(*args, **kwargs)``, in the student's process when a handle or proxy is among the
-        arguments (the function travels by value: the grader's code, not the student's), else here."""
-        if not _remotes((args, kwargs)):
+        arguments or bound in a ``functools.partial`` (the function travels by value: the grader's code,
+        not the student's), else here."""
+        if not _remotes((args, kwargs, function if isinstance(function, functools.partial) else None)):
             return function(*args, **kwargs)
         return self.session.apply(function, args, kwargs, label=getattr(function, "__name__", "beside"), trusted=True)
 

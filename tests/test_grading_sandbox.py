@@ -4,8 +4,10 @@ and what comes back from it (data, or handles to objects that stay there)."""
 from __future__ import annotations
 
 import collections
+import functools
 import socket
 import threading
+import types
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ import torch
 
 import dlvision.testing as tools
 from grading import wire
-from grading.remote import Proxy, Remote, Runner, Session, StudentProcessGone, install_runner
+from grading.remote import ForbiddenOperation, Proxy, Remote, Runner, Session, StudentProcessGone, install_runner
 from grading.sandbox import Limits, Sandbox
 
 REPO_SECRET_PATHS = ["solutions", "gradebook.db", "submitted", "nbgrader_config.py"]
@@ -273,6 +275,41 @@ def freeze(model):
     assert tools.beside(lambda model: type(model[0]).__name__, copy) == "Linear"
     assert tools.beside(lambda model: sum(1 for _ in model.parameters()) + len(make()), copy) == 6
 
+
+
+def test_a_students_function_is_found_inside_a_partial_or_what_a_tests_function_reads(sandbox):
+    """A student's function whose exercise's rule is broken raises ForbiddenOperation however a test
+    hands it to the tools: bound in a functools.partial (as beside's function or among its
+    arguments), or read by the test's own function. Found nowhere, it would run beside as the
+    grader's code: neither the static verdict nor the watch of the student's process would apply."""
+    rule = {"exercise": "fit", "words": ["relu"], "modules": ["torch.nn.functional"], "why": "by hand"}
+    session = Session(sandbox, sandbox.limits, {"fit": rule})
+    install_runner(Runner(session))
+    try:
+        run(session, "import torch\nimport torch.nn.functional as F\ndef fit(x):\n    return F.relu(x) + 1\n")
+        fit, ones = Proxy(session, "fit", "fit"), tools.student_copy(torch.ones(2))
+        # a partial among the arguments, next to a handle: the watch sees F.relu
+        with pytest.raises(ForbiddenOperation, match="relu"):
+            tools.call_unchanged("fit", functools.partial(fit), ones)
+        session.forbidden.clear()
+        # a partial as beside's function runs beside the handle it binds, the watch on
+        assert tools.beside(functools.partial(lambda x: type(x).__name__, ones)) == "Tensor"
+        with pytest.raises(ForbiddenOperation, match="relu"):
+            tools.beside(functools.partial(lambda f, x: f(x), fit), ones)
+        session.forbidden.clear()
+        with pytest.raises(ForbiddenOperation, match="relu"):  # a closure of the test's own function
+            tools.beside(lambda x: fit(x), ones)
+        session.forbidden.clear()
+        with pytest.raises(ForbiddenOperation, match="relu"):  # a bound method of the test's own object
+            tools.beside(types.MethodType(lambda self, x: self[0](x), [fit]), ones)
+        # once the static rule has judged fit, a partial or a closure cannot carry it past the verdict
+        session.forbidden["fit"] = "uses torch.nn.functional.relu: by hand"
+        for call in (lambda: tools.beside(functools.partial(fit), ones), lambda: tools.beside(lambda x: fit(x), ones)):
+            with pytest.raises(ForbiddenOperation, match="by hand"):
+                call()
+    finally:
+        install_runner(None)
+        session.close()
 
 def test_a_malformed_reply_ends_the_process_with_a_finding(sandbox):
     session = Session(sandbox, sandbox.limits)

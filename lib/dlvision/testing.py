@@ -172,7 +172,8 @@ def beside(function, *args, **kwargs):
 
     In a notebook this is a plain call. Under the grader, when an argument is, or contains,
     one of the student's objects (a model a student's function returned, a
-    :func:`student_copy`, a student's function), ``function`` runs inside the student's
+    :func:`student_copy`, a student's function; the function and arguments of a
+    ``functools.partial`` count too), ``function`` runs inside the student's
     process and its result comes back as plain data: numbers, strings, lists, tuples, dicts,
     numpy arrays and torch tensors. So ``function`` should return plain data, and a test
     should check what comes back against its own computation.
