@@ -476,3 +476,28 @@ def test_over_the_output_limit_errors_and_stderr_still_count():
         sys.stderr.write(sys_stderr_text)
     kinds = [(o["output_type"], o.get("name")) for o in captured.outputs()]
     assert ("error", None) in kinds and ("stream", "stderr") in kinds and captured.cut > 0
+
+
+def test_a_call_takes_tensors_of_any_layout_and_reports_only_real_changes(session):
+    """The checksums of a call's arguments (taken to notice in-place changes) must not fail on any
+    layout a test may pass: a strided 1-D column, a transposed matrix, channels_last, a 0-dim
+    tensor, a bool mask, an expanded view, a numpy view with negative strides."""
+    run(session, """
+import torch
+def total(*tensors):
+    return float(sum(float(t.double().sum()) if isinstance(t, torch.Tensor) else float(t.sum()) for t in tensors))
+def scale_first(t, *rest):
+    t.mul_(2)
+    return 0.0
+""")
+    base = torch.arange(12.0).reshape(3, 4)
+    arguments = (base[:, 0], base.t(), torch.zeros(2, 3, 4, 5).to(memory_format=torch.channels_last),
+                 torch.tensor(1.5), torch.tensor([True, False]), torch.ones(3).expand(4, 3), np.arange(6.0)[::-2])
+    expected = sum(float(torch.as_tensor(np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a).double().sum())
+                   for a in arguments)
+    assert Proxy(session, "total", "fit")(*arguments) == expected
+    assert "inputs-changed" not in [f.vector for f in session.observations()]
+    column = base[:, 1]  # strided: every fourth number
+    assert Proxy(session, "scale_first", "fit")(column, base.t()) == 0.0
+    assert torch.equal(column, torch.tensor([1.0, 5.0, 9.0]))  # the test's own copy is unchanged
+    assert "inputs-changed" in [f.vector for f in session.observations()]
