@@ -475,6 +475,8 @@ class Watch:
 
 def _fingerprints(value, kept: set[int], depth: int = 3) -> dict[int, int]:
     """A checksum of each array and tensor in ``value`` (lists, tuples and dicts looked into)."""
+    from grading.wire import tensor_bytes
+
     np, torch = sys.modules.get("numpy"), sys.modules.get("torch")
     found = {}
 
@@ -486,7 +488,7 @@ def _fingerprints(value, kept: set[int], depth: int = 3) -> dict[int, int]:
             if np is not None and kind is np.ndarray and item.dtype.kind in "biufc":
                 found[id(item)] = zlib.crc32(np.ascontiguousarray(item).tobytes())
             elif torch is not None and kind is torch.Tensor and item.layout == torch.strided and not item.is_meta:
-                found[id(item)] = zlib.crc32(item.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+                found[id(item)] = zlib.crc32(tensor_bytes(item))
         except Exception:
             return
         if level and kind in (list, tuple, dict):

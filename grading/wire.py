@@ -175,13 +175,20 @@ class _Encoder:
                 name = str(obj.dtype).removeprefix("torch.")
                 if name not in TORCH_DTYPES or obj.is_quantized or obj.is_meta:
                     return None
-                raw = obj.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-                return {"pt": [name, list(obj.shape), *self.blob(raw), bool(obj.requires_grad)]}
+                return {"pt": [name, list(obj.shape), *self.blob(tensor_bytes(obj)), bool(obj.requires_grad)]}
             if type(obj) is torch.Size:
                 return {"t": [int(n) for n in obj]}
             if type(obj) in (torch.dtype, torch.device):
                 return str(obj)
         return None
+
+
+def tensor_bytes(tensor) -> bytes:
+    """The raw bytes of a strided tensor's elements in row-major order, whatever its layout
+    (a strided view, a transposed matrix, channels_last): what the wire sends, and what the
+    student's process checksums to notice an argument changed in place."""
+    torch = sys.modules["torch"]
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
 def _type_name(obj) -> str:
